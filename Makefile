@@ -1,0 +1,143 @@
+# postformer build.
+#
+#   make            build build/postformer, build/postformer.so and build/libpostformer.a
+#   make deps       install the Debian packages that are missing (nothing when all are there)
+#   make run        deps + build, then open the default demo (examples/tour.lua)
+#   make test       deps + build, then every test; the last line is "N passed, N failed"
+#   make bench      deps + build, then the benchmarks beside PyTorch (Debian's python3-torch)
+#   make SAN=1 ...  the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build-san/)
+#   make clean
+#
+# The CUDA backend (kernels/cuda/*.cu) is built when nvcc is found (NVCC=... to point at one,
+# NVCC= to build CPU-only); the backend is chosen at run time either way.
+
+PKGS      := liblua5.4-dev lua5.4 libncurses-dev libreadline-dev libopenblas-dev lua-busted \
+             libcmocka-dev pkg-config tmux
+BENCH_PKGS := python3-torch
+
+SAN ?= 0
+ifeq ($(SAN),1)
+BUILD     ?= build-san
+SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT       := -O1 -g
+else
+BUILD     ?= build
+SANFLAGS  :=
+OPT       := -O3 -g
+endif
+
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline 2>/dev/null)
+LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
+BLAS_LIBS  = $(shell pkg-config --libs openblas 2>/dev/null)
+TUI_LIBS   = $(shell pkg-config --libs ncursesw readline 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+VERSION   := 0.1.0
+WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+             -Wformat=2 -Wvla -Werror
+CFLAGS    += -std=c11 $(OPT) -fPIC -fopenmp $(WARN) $(SANFLAGS) -I. $(PKG_CFLAGS) \
+             -D_GNU_SOURCE -DPF_VERSION='"$(VERSION)"' -MMD -MP
+LDFLAGS   += -fopenmp $(SANFLAGS)
+LDLIBS    := $(BLAS_LIBS) -lm
+
+ENGINE_SRC := $(wildcard engine/*.c engine/layers/*.c kernels/*.c kernels/cpu/*.c)
+CUDA_SRC   := $(wildcard kernels/cuda/*.cu)
+SCRIPT_SRC := $(wildcard scripts/*.c)
+TUI_SRC    := $(wildcard tui/*.c)
+TEST_SRC   := $(wildcard tests/c/test_*.c)
+TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/c/*.c))
+
+ifneq ($(NVCC),)
+ifneq ($(CUDA_SRC),)
+CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
+CFLAGS     += -DPF_HAVE_CUDA
+NVCCFLAGS  := -O3 -std=c++17 -I. -Xcompiler -fPIC -Xcompiler -Wall --expt-relaxed-constexpr \
+              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 -DPF_HAVE_CUDA
+CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
+LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+endif
+endif
+
+ENGINE_OBJ  := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
+SCRIPT_OBJ  := $(SCRIPT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts/postformer_lua.o
+TUI_OBJ     := $(TUI_SRC:%.c=$(BUILD)/obj/%.o)
+TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_BIN    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+
+LIB := $(BUILD)/libpostformer.a
+SO  := $(BUILD)/postformer.so
+BIN := $(BUILD)/postformer
+
+.PHONY: all deps run test test-c test-lua bench clean check-deps
+.DELETE_ON_ERROR:
+.SECONDARY:
+
+all: $(BIN) $(SO) $(TEST_BIN)
+
+# ---- dependencies -------------------------------------------------------------------------------
+deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# ---- objects ------------------------------------------------------------------------------------
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo "  NVCC  $<"
+	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# the Lua half of the module, embedded into the .so and the program
+$(BUILD)/obj/scripts/postformer_lua.o: scripts/postformer_lua.S scripts/postformer.lua
+	@mkdir -p $(dir $@)
+	$(CC) -c -I. $< -o $@
+
+$(LIB): $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(SO): $(SCRIPT_OBJ) $(LIB)
+	$(CC) -shared $(LDFLAGS) -o $@ $(SCRIPT_OBJ) $(LIB) $(LDLIBS)
+
+$(BIN): $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB) $(LUA_LIBS) $(TUI_LIBS) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/c/%.o $(TESTLIB_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+
+# ---- programs -----------------------------------------------------------------------------------
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BIN) run examples/tour.lua
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tests/run_all.sh
+
+bench: bench-deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tests/bench/run_bench.sh
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -11,6 +11,8 @@
 
 /* Set the current thread's error message; always returns -1 so that `return pf_error(...)` works. */
 int pf_error(const char *fmt, ...) PF_PRINTF(1, 2);
+/* Prepend context to the current message ("layer 2 (mamba): " + message); returns -1. */
+int pf_error_prefix(const char *fmt, ...) PF_PRINTF(1, 2);
 /* The last message set on this thread ("" when none). */
 const char *pf_error_message(void);
 void pf_error_clear(void);

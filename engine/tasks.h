@@ -38,7 +38,7 @@ pf_task *pf_task_text(const char *path, int seq);
 void     pf_task_free(pf_task *t);
 
 /* Fill a batch of n sequences: inputs, targets (n, T) and mask (n, T), host memory. */
-void pf_task_batch(const pf_task *t, pf_rng *rng, int n, int32_t *inputs, int32_t *targets,
-                   float *mask);
+int pf_task_batch(const pf_task *t, pf_rng *rng, int n, int32_t *inputs, int32_t *targets,
+                  float *mask);
 
 #endif

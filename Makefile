@@ -70,11 +70,13 @@ LIB := $(BUILD)/libpostformer.a
 SO  := $(BUILD)/postformer.so
 BIN := $(BUILD)/postformer
 
-.PHONY: all deps run test test-c test-lua bench clean check-deps
+BENCH := $(BUILD)/bench
+
+.PHONY: all deps bench-deps run test bench clean
 .DELETE_ON_ERROR:
 .SECONDARY:
 
-all: $(BIN) $(SO) $(TEST_BIN)
+all: $(BIN) $(SO) $(TEST_BIN) $(BENCH)
 
 # ---- dependencies -------------------------------------------------------------------------------
 deps:
@@ -123,6 +125,9 @@ $(BIN): $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/c/%.o $(TESTLIB_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+
+$(BENCH): $(BUILD)/obj/tests/bench/bench.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # ---- programs -----------------------------------------------------------------------------------
 run: deps

@@ -63,6 +63,40 @@ static void test_step_gqa(void **state) { (void)state; step_matches("heads=4 kv_
 static void test_step_window(void **state) { (void)state; step_matches("heads=4 window=16 tile=8"); }
 static void test_step_no_rope(void **state) { (void)state; step_matches("heads=4 rope=false"); }
 
+/* ---- RoPE ------------------------------------------------------------------------------------- */
+
+/* The rope kernel against the Hugging Face Llama formula written plainly in double:
+ * inv_freq_i = theta^(-2i/D), emb = [freqs, freqs], out = x cos(emb) + rotate_half(x) sin(emb) with
+ * rotate_half(x) = [-x2, x1]; then the inverse brings x back. Rows are (B=2, T=7) at pos0 = 3, with
+ * 3 heads of D = 8 in a row of stride 29 (the padding is left alone). */
+static void test_rope_matches_formula(void **state)
+{
+    (void)state;
+    int rows = 14, T = 7, stride = 29, heads = 3, D = 8, pos0 = 3, half = D / 2;
+    double theta = 500.0;
+    float x[14 * 29], x0[14 * 29];
+    check_fill_normal(x0, sizeof x0 / sizeof x0[0], 1.0, 77);
+    memcpy(x, x0, sizeof x);
+    pf_backend_cpu.rope(x, rows, T, stride, heads, D, pos0, (float)theta, 0);
+    double diff = 0;
+    for (int r = 0; r < rows; r++) {
+        int pos = pos0 + r % T;
+        for (int h = 0; h < heads; h++)
+            for (int d = 0; d < D; d++) {
+                const float *v = x0 + r * stride + h * D;
+                double ang = pos * pow(theta, -2.0 * (d % half) / D);
+                double rot = d < half ? -v[d + half] : v[d - half];
+                double want = v[d] * cos(ang) + rot * sin(ang);
+                diff = fmax(diff, fabs(x[r * stride + h * D + d] - want));
+            }
+        for (int c = heads * D; c < stride; c++) assert_true(x[r * stride + c] == x0[r * stride + c]);
+    }
+    printf("#   rope vs formula: max abs diff %.2e\n", diff);
+    assert_true(diff < 1e-5);
+    pf_backend_cpu.rope(x, rows, T, stride, heads, D, pos0, (float)theta, 1);
+    assert_true(check_max_rel_diff(x0, x, sizeof x / sizeof x[0]) < 1e-6);
+}
+
 /* ---- the kernels against a plain reference ---------------------------------------------------- */
 
 typedef struct shape {
@@ -501,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_step_gqa),
         cmocka_unit_test(test_step_window),
         cmocka_unit_test(test_step_no_rope),
+        cmocka_unit_test(test_rope_matches_formula),
         cmocka_unit_test(test_forward_matches_reference),
         cmocka_unit_test(test_backward_matches_reference),
         cmocka_unit_test(test_threads_deterministic),

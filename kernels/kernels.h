@@ -105,16 +105,20 @@ typedef struct pf_backend {
      * backward. Query i sees key j when j <= i and (window == 0 or i - j < window). Tiles are
      * tile x tile tokens; tiles wholly masked are skipped. tile_map (ceil(T/tile)^2, bytes, device)
      * receives PF_TILE_* per (q tile, k tile); counts (3, host) += tiles skipped, partial and full
-     * summed over batch and heads. Returns -1 with pf_error when tile is not supported. */
+     * summed over batch and heads (either may be NULL). Returns -1 with pf_error when tile is not
+     * supported (cpu: 1..1024) or the shape is bad. */
     int (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
                              int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile,
                              uint8_t *tile_map, long *counts);
-    /* dq, dk, dv: same layout and stride as q, k, v (overwritten); recomputes the probabilities. */
+    /* dq, dk, dv: same layout and stride as q, k, v (their head slots overwritten; so a packed dqkv
+     * buffer is written whole); recomputes the probabilities from q, k and lse (FlashAttention-2);
+     * dk, dv of a kv head sum over the query heads that share it. */
     int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *out,
                               const float *lse, const float *q, const float *k, const float *v,
                               int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile);
-    /* One query token over a cache of len tokens: q (Hq, D); kcache, vcache (len, Hkv, D);
-     * out (Hq, D); weights (Hq, len) the softmax probabilities (zero outside the window). */
+    /* One query token, the cache's last (position len - 1), over a cache of len tokens: q (Hq, D);
+     * kcache, vcache (len, Hkv, D); out (Hq, D); weights (Hq, len) the softmax probabilities (zero
+     * outside the window). */
     void (*attention_step)(float *out, float *weights, const float *q, const float *kcache,
                            const float *vcache, int len, int Hq, int Hkv, int D, int window);
 

@@ -38,6 +38,10 @@ const pf_backend pf_backend_cpu = {
     .swiglu_backward = cpu_swiglu_backward,
 
     /* attention */
+    .rope = cpu_rope,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .attention_step = cpu_attention_step,
 
     .cross_entropy = cpu_cross_entropy,
     .adamw = cpu_adamw,

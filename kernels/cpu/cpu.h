@@ -58,4 +58,19 @@ void cpu_cross_entropy(float *loss, float *correct, float *dlogits, const float 
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                float beta2, float eps, float weight_decay, int t);
 
+/* rope.c */
+void cpu_rope(float *x, int rows, int T, int stride, int heads, int D, int pos0, float theta,
+              int inverse);
+
+/* attention.c; tiles of 1..PF_CPU_ATTN_MAX_TILE tokens */
+#define PF_CPU_ATTN_MAX_TILE 1024
+int  cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                           int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile,
+                           uint8_t *tile_map, long *counts);
+int  cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                            const float *lse, const float *q, const float *k, const float *v,
+                            int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile);
+void cpu_attention_step(float *out, float *weights, const float *q, const float *kcache,
+                        const float *vcache, int len, int Hq, int Hkv, int D, int window);
+
 #endif

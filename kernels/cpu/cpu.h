@@ -58,4 +58,31 @@ void cpu_cross_entropy(float *loss, float *correct, float *dlogits, const float 
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                float beta2, float eps, float weight_decay, int t);
 
+/* retention.c */
+void cpu_retention_split(float *qr, float *kr, float *vh, const float *qkvg, int B, int T, int H,
+                         int dk, int dv, int pos0);
+void cpu_retention_split_backward(float *dqkvg, const float *dqr, const float *dkr,
+                                  const float *dvh, int B, int T, int H, int dk, int dv, int pos0);
+void cpu_retention_chunkwise_forward(float *o, float *states, float *state, const float *qr,
+                                     const float *kr, const float *vh, const float *gamma, int B,
+                                     int T, int H, int dk, int dv, int chunk, float *work);
+void cpu_retention_chunkwise_backward(float *dqr, float *dkr, float *dvh, const float *do_,
+                                      const float *states, const float *qr, const float *kr,
+                                      const float *vh, const float *gamma, int B, int T, int H,
+                                      int dk, int dv, int chunk, float *work);
+void cpu_retention_recurrent_forward(float *o, float *state, const float *qr, const float *kr,
+                                     const float *vh, const float *gamma, int B, int T, int H,
+                                     int dk, int dv);
+void cpu_retention_recurrent_backward(float *dqr, float *dkr, float *dvh, const float *do_,
+                                      const float *qr, const float *kr, const float *vh,
+                                      const float *gamma, int B, int T, int H, int dk, int dv,
+                                      float *work);
+void cpu_retention_norm_gate_forward(float *h, float *mean, float *rstd, const float *o,
+                                     const float *g, int ldg, const float *w, const float *b,
+                                     int B, int T, int H, int dv, float eps);
+void cpu_retention_norm_gate_backward(float *do_, float *dg, float *dw, float *db,
+                                      const float *dh, const float *o, const float *g, int ldg,
+                                      const float *w, const float *b, const float *mean,
+                                      const float *rstd, int B, int T, int H, int dv);
+
 #endif

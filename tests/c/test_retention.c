@@ -113,6 +113,85 @@ static void test_forms_agree(void **state)
     free(dout);
 }
 
+/* ---- PyTorch reference ------------------------------------------------------------------------ */
+
+#define REF_PATH "tests/ref/retention_ref.txt"
+
+/* Reads the next tensor of the fixture, which must be called `name`; returns its values (n). */
+static float *ref_next(FILE *f, const char *name, size_t n)
+{
+    char got[64];
+    size_t count = 0;
+    assert_int_equal(fscanf(f, "%63s %zu", got, &count), 2);
+    if (strcmp(got, name) != 0 || count != n) fail_msg("fixture: expected %s (%zu), got %s (%zu)", name, n, got, count);
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) assert_int_equal(fscanf(f, "%f", &v[i]), 1);
+    return v;
+}
+
+/* Outputs and gradients of each form against tests/ref/retention_ref.py (PyTorch, float64, the
+ * paper's parallel form written out): the rotation, decay, group norm and gate, and the parameter
+ * layout, checked against an implementation that shares no code with this one. */
+static void test_pytorch_reference(void **state)
+{
+    (void)state;
+    FILE *f = fopen(REF_PATH, "r");
+    if (!f) fail_msg("cannot open %s (run the tests from the repository root)", REF_PATH);
+    int dims[5];
+    char word[16];
+    size_t nd;
+    assert_int_equal(fscanf(f, "%15s %zu", word, &nd), 2);
+    for (int i = 0; i < 5; i++) assert_int_equal(fscanf(f, "%d", &dims[i]), 1);
+    int B = dims[0], T = dims[1], C = dims[2], H = dims[3], VF = dims[4];
+    size_t n = (size_t)B * T * C;
+    char spec[128];
+    snprintf(spec, sizeof spec, "heads=%d value_factor=%d", H, VF);
+    pf_layer *probe_layer = check_layer_new(&pf_layer_retention, spec, C, 1);
+    int np = probe_layer->n_params;
+    float *pv[PF_MAX_PARAMS];
+    for (int p = 0; p < np; p++)
+        pv[p] = ref_next(f, probe_layer->params[p].name, probe_layer->params[p].numel);
+    float *x = ref_next(f, "x", n), *dout = ref_next(f, "dout", n);
+    float *out_ref = ref_next(f, "out", n), *din_ref = ref_next(f, "din", n);
+    float *g_ref[PF_MAX_PARAMS];
+    for (int p = 0; p < np; p++) {
+        char name[64];
+        snprintf(name, sizeof name, "grad.%s", probe_layer->params[p].name);
+        g_ref[p] = ref_next(f, name, probe_layer->params[p].numel);
+    }
+    fclose(f);
+    check_layer_free(probe_layer);
+
+    float *out = malloc(n * sizeof(float)), *din = malloc(n * sizeof(float));
+    for (int fm = 0; fm < 3; fm++) {
+        /* chunk 5 over 12 tokens: two full chunks and a partial one */
+        snprintf(spec, sizeof spec, "heads=%d value_factor=%d chunk=5 form=%s", H, VF, FORMS[fm]);
+        pf_layer *l = check_layer_new(&pf_layer_retention, spec, C, 1);
+        for (int p = 0; p < np; p++)
+            memcpy(*l->params[p].value, pv[p], l->params[p].numel * sizeof(float));
+        memset(grads_of(l), 0, l->numel * sizeof(float));
+        assert_int_equal(l->kind->forward(l, out, x, B, T), 0);
+        assert_int_equal(l->kind->backward(l, din, dout, x, B, T), 0);
+        printf("# retention form=%s vs PyTorch:\n", FORMS[fm]);
+        assert_true(rel_diff_report("output", out_ref, out, n) <= 1e-5);
+        assert_true(rel_diff_report("input grad", din_ref, din, n) <= 1e-5);
+        for (int p = 0; p < np; p++)
+            assert_true(rel_diff_report(l->params[p].name, g_ref[p], *l->params[p].grad,
+                                        l->params[p].numel) <= 1e-5);
+        check_layer_free(l);
+    }
+    for (int p = 0; p < np; p++) {
+        free(pv[p]);
+        free(g_ref[p]);
+    }
+    free(x);
+    free(dout);
+    free(out_ref);
+    free(din_ref);
+    free(out);
+    free(din);
+}
+
 /* ---- probes ----------------------------------------------------------------------------------- */
 
 static void test_probes(void **state)
@@ -189,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_gradients_recurrent),
         cmocka_unit_test(test_step_matches_forward),
         cmocka_unit_test(test_forms_agree),
+        cmocka_unit_test(test_pytorch_reference),
         cmocka_unit_test(test_probes),
         cmocka_unit_test(test_bad_options),
     };

@@ -31,9 +31,10 @@
  * window 1/(1-gamma) (up to 2^(4+H) tokens). With torchscale's init (small q and k) the raw
  * retention is small too, so eps weighs more here than after torchscale's rescaling: at C = 16,
  * H = 2, T = 12 the two forms' outputs differ by 4.5e-2 of the largest output
- * (tests/ref/retention_ref.py prints it; with eps = 0 they agree to 4e-16). Also unlike torchscale: its current group_norm is an
- * RMSNorm without parameters (earlier versions: a LayerNorm without parameters); here it is the
- * paper's GroupNorm with torch.nn.GroupNorm's affine weight and bias. The rotation is torchscale's
+ * (tests/ref/retention_ref.py prints it; with eps = 0 they agree to 4e-16). Also unlike
+ * torchscale: its current group_norm is an RMSNorm without parameters (earlier versions: a
+ * LayerNorm without parameters); here it is the paper's GroupNorm with torch.nn.GroupNorm's
+ * affine weight and bias. The rotation is torchscale's
  * (xPos's rotation without its length-extrapolation scale). Parameter names follow torchscale
  * (q_proj, k_proj, v_proj, g_proj, out_proj, no biases; group_norm), as does the init: xavier
  * uniform with gain 2^-2.5 for q, k, v, g and gain 1 for out_proj.

@@ -2,8 +2,12 @@
 #include "engine/layer.h"
 
 extern const pf_layer_kind pf_layer_mlp;
+extern const pf_layer_kind pf_layer_mamba;
+extern const pf_layer_kind pf_layer_s4d;
 
 const pf_layer_kind *const pf_layer_kinds[] = {
     &pf_layer_mlp,
+    &pf_layer_mamba,
+    &pf_layer_s4d,
     NULL,
 };

@@ -43,5 +43,9 @@ const pf_backend pf_backend_cpu = {
     .adamw = cpu_adamw,
 
     /* recurrent-state layers (issue 3) */
+    .conv1d_causal_forward = cpu_conv1d_causal_forward,
+    .conv1d_causal_backward = cpu_conv1d_causal_backward,
+    .ssm_scan_forward = cpu_ssm_scan_forward,
+    .ssm_scan_backward = cpu_ssm_scan_backward,
     /* mixture of experts (issue 4) */
 };

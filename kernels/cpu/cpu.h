@@ -58,4 +58,12 @@ void cpu_cross_entropy(float *loss, float *correct, float *dlogits, const float 
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                float beta2, float eps, float weight_decay, int t);
 
+/* ssm.c: causal depthwise conv1d and the selective scan (mamba, s4d) */
+void cpu_conv1d_causal_forward(float *out, const float *x, int ldx, const float *w,
+                               const float *bias, float *state, int B, int T, int E, int K);
+void cpu_conv1d_causal_backward(float *dx, int lddx, float *dw, float *dbias, const float *dout,
+                                const float *x, int ldx, const float *w, int B, int T, int E, int K);
+int  cpu_ssm_scan_forward(const pf_ssm_scan *s);
+int  cpu_ssm_scan_backward(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
+
 #endif

@@ -27,6 +27,42 @@ typedef enum pf_act {
 /* Tile classes written by the attention forward into its tile map. */
 enum { PF_TILE_SKIPPED = 0, PF_TILE_PARTIAL = 1, PF_TILE_FULL = 2 };
 
+/* A selective scan (recurrent-state layers, issue 3): B sequences of T tokens (row r = b*T + t), E
+ * channels of N states each. Per channel e, with h_{-1} = state (or zeros):
+ *   Δ_t = softplus(dt[r, e] + dt_bias[e])  when dt_softplus,  else  exp(dt[r, e])   (S4D's log_dt)
+ *   A   = -exp(A_log[e, :]);   h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t x_t B_t;   y_t = C_t · h_t + D[e] x_t
+ * Δ, B and C are addressed by strides, so one kernel serves the selective form (Mamba: per token,
+ * B and C shared by the channels) and the time-invariant one (S4D: per channel, token stride 0). */
+typedef struct pf_ssm_scan {
+    int B, T, E, N;
+    int chunk;                        /* h is saved entering every `chunk` tokens; backward recomputes between */
+    const float *x;                   /* (B*T, E) */
+    const float *dt; int dt_tok;      /* element (r, e) at dt[r*dt_tok + e]; dt_tok 0: (E) per channel */
+    const float *dt_bias;             /* (E) or NULL */
+    int dt_softplus;                  /* 1: Δ = softplus(dt + dt_bias); 0: Δ = exp(dt) */
+    const float *A_log;               /* (E, N) */
+    const float *Bm; int b_tok, b_chan; /* B_t[n] of channel e at Bm[r*b_tok + e*b_chan + n] */
+    const float *Cm; int c_tok, c_chan; /* likewise for C */
+    const float *D;                   /* (E) or NULL */
+    float *y; int y_ld;               /* (B*T, y_ld) written by forward */
+    float *hsave;                     /* (B, ceil(T/chunk), E, N) h entering each chunk: written by forward
+                                         (NULL: no backward follows), read by backward */
+    float *state;                     /* (B, E, N) or NULL: initial h, replaced by the last h (forward) */
+} pf_ssm_scan;
+
+/* Gradients of a pf_ssm_scan for the loss with dL/dy = dy. dx is overwritten; the rest are
+ * accumulated (+=) in the layout of their operand (they may be parameters, as in S4D, or activations,
+ * as in Mamba: then the caller zeroes them). ddt is the gradient with respect to dt before the bias
+ * (so also dt_bias's, which the caller sums over rows). */
+typedef struct pf_ssm_scan_grad {
+    const float *dy; int dy_ld;       /* (B*T, dy_ld) */
+    float *dx;                        /* (B*T, E) */
+    float *ddt;                       /* as dt */
+    float *dA_log;                    /* (E, N) */
+    float *dB, *dC;                   /* as Bm, Cm */
+    float *dD;                        /* (E); NULL when D is */
+} pf_ssm_scan_grad;
+
 typedef struct pf_backend {
     const char *name;                          /* "cpu", "cuda" */
 
@@ -179,6 +215,20 @@ typedef struct pf_backend {
                                          const float *dh, const float *o, const float *g, int ldg,
                                          const float *w, const float *b, const float *mean,
                                          const float *rstd, int B, int T, int H, int dv);
+    /* Causal depthwise conv1d over time (torch Conv1d groups=E, padding K-1, first T outputs):
+     * out (B*T, E) = bias[e] + sum_k w[e, k] x[t - K + 1 + k, e]; x (B*T, ldx); w (E, K); bias (E) or
+     * NULL; state (B, K-1, E) or NULL: the K-1 inputs before the first token (oldest first; NULL:
+     * zeros), replaced by the last K-1 inputs (this is how step carries the conv's window). */
+    void (*conv1d_causal_forward)(float *out, const float *x, int ldx, const float *w,
+                                  const float *bias, float *state, int B, int T, int E, int K);
+    /* zeros before the first token; dx (B*T, lddx) overwritten; dw (E, K), dbias (E) += (or NULL) */
+    void (*conv1d_causal_backward)(float *dx, int lddx, float *dw, float *dbias, const float *dout,
+                                   const float *x, int ldx, const float *w, int B, int T, int E, int K);
+    /* The scan of pf_ssm_scan (above), in time order per (sequence, channel); never holds all
+     * (T, E, N) states. -1 with pf_error on allocation failure. */
+    int (*ssm_scan_forward)(const pf_ssm_scan *s);
+    /* After ssm_scan_forward on the same s (with hsave); fills g as documented there. */
+    int (*ssm_scan_backward)(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
     /* ---- mixture of experts (issue 4) ------------------------------------------------------ */
 } pf_backend;
 

@@ -10,5 +10,12 @@ const pf_layer_kind *const pf_layer_kinds[] = {
     &pf_layer_mlp,
     &pf_layer_attention,
     &pf_layer_retention,
+extern const pf_layer_kind pf_layer_mamba;
+extern const pf_layer_kind pf_layer_s4d;
+
+const pf_layer_kind *const pf_layer_kinds[] = {
+    &pf_layer_mlp,
+    &pf_layer_mamba,
+    &pf_layer_s4d,
     NULL,
 };

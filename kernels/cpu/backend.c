@@ -55,5 +55,9 @@ const pf_backend pf_backend_cpu = {
     .retention_recurrent_backward = cpu_retention_recurrent_backward,
     .retention_norm_gate_forward = cpu_retention_norm_gate_forward,
     .retention_norm_gate_backward = cpu_retention_norm_gate_backward,
+    .conv1d_causal_forward = cpu_conv1d_causal_forward,
+    .conv1d_causal_backward = cpu_conv1d_causal_backward,
+    .ssm_scan_forward = cpu_ssm_scan_forward,
+    .ssm_scan_backward = cpu_ssm_scan_backward,
     /* mixture of experts (issue 4) */
 };

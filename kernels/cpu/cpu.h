@@ -98,5 +98,12 @@ void cpu_retention_norm_gate_backward(float *do_, float *dg, float *dw, float *d
                                       const float *dh, const float *o, const float *g, int ldg,
                                       const float *w, const float *b, const float *mean,
                                       const float *rstd, int B, int T, int H, int dv);
+/* ssm.c: causal depthwise conv1d and the selective scan (mamba, s4d) */
+void cpu_conv1d_causal_forward(float *out, const float *x, int ldx, const float *w,
+                               const float *bias, float *state, int B, int T, int E, int K);
+void cpu_conv1d_causal_backward(float *dx, int lddx, float *dw, float *dbias, const float *dout,
+                                const float *x, int ldx, const float *w, int B, int T, int E, int K);
+int  cpu_ssm_scan_forward(const pf_ssm_scan *s);
+int  cpu_ssm_scan_backward(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
 
 #endif

@@ -229,6 +229,44 @@ typedef struct pf_backend {
     int (*ssm_scan_forward)(const pf_ssm_scan *s);
     /* After ssm_scan_forward on the same s (with hsave); fills g as documented there. */
     int (*ssm_scan_backward)(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
+    /* mamba2 (SSD, kernels/cpu/ssd.c). Bn batch, T tokens, H heads, P head dim, N state, Q chunk;
+     * one group: B and C are shared by all heads. Per head: Δ = softplus(dt + dt_bias), A = -exp(A_log),
+     * h_t = exp(Δ_t A) h_{t-1} + Δ_t x_t B_tᵀ (P, N), y_t = h_t C_t + D x_t.
+     * x (Bn, T, H*P) at row stride ldx; dt (Bn, T, H) raw, at row stride ldt; Bm, Cm (Bn, T, N) at
+     * row stride ldbc; dt_bias, A_log, D (H). y (Bn, T, H*P) contiguous; states (Bn, H, ceil(T/Q), P, N)
+     * the state entering each chunk, written by forward for backward. -1 with pf_error on no memory. */
+    int (*ssd_forward)(float *y, float *states, const float *x, int ldx, const float *dt, int ldt,
+                       const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                       const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+    /* dx, ddt, dB, dC: the layouts and strides of x, dt, Bm, Cm (overwritten); dhead (Bn, 3H)
+     * overwritten with each sequence's [d dt_bias | d A_log | d D] (sum it over Bn). */
+    int (*ssd_backward)(float *dx, float *ddt, float *dB, float *dC, float *dhead, const float *dy,
+                        const float *states, const float *x, int ldx, const float *dt, int ldt,
+                        const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                        const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+    /* One token: state (H, P, N) updated in place; x (H*P), dt (H) raw, Bv, Cv (N); y (H*P);
+     * delta (H) = Δ and decay (H) = exp(Δ A) of this token. */
+    void (*ssd_step)(float *y, float *state, float *delta, float *decay, const float *x,
+                     const float *dt, const float *Bv, const float *Cv, const float *dt_bias,
+                     const float *A_log, const float *D, int H, int P, int N);
+    /* Causal depthwise conv1d (torch Conv1d, groups = channels, padding K-1, first T outputs):
+     * in (Bn, T, Cc) at row stride ldin; w (Cc, K), K <= 16; bias (Cc); out (Bn, T, Cc) contiguous. */
+    void (*conv1d_causal_forward)(float *out, const float *in, int ldin, const float *w,
+                                  const float *bias, int Bn, int T, int Cc, int K);
+    /* din (Bn, T, Cc) at row stride ldin, overwritten; dw (Cc, K), dbias (Cc) += */
+    void (*conv1d_causal_backward)(float *din, int ldin, float *dw, float *dbias, const float *dout,
+                                   const float *in, const float *w, int Bn, int T, int Cc, int K);
+    /* One token: tail (Cc, K-1) the last K-1 inputs, oldest first, shifted in place; in, out (Cc). */
+    void (*conv1d_causal_step)(float *out, float *tail, const float *in, const float *w,
+                               const float *bias, int Cc, int K);
+    /* Gated RMSNorm (norm_before_gate = False): out = rmsnorm(y * silu(z)) * w over E per row.
+     * y, out (rows, E); z (rows, E) at row stride ldz; w (E); rstd (rows) saved for backward. */
+    void (*rmsnorm_gated_forward)(float *out, float *rstd, const float *y, const float *z, int ldz,
+                                  const float *w, int rows, int E, float eps);
+    /* dy (rows, E) and dz (at row stride ldz) overwritten; dw (E) += */
+    void (*rmsnorm_gated_backward)(float *dy, float *dz, int ldz, float *dw, const float *dout,
+                                   const float *y, const float *z, const float *w, const float *rstd,
+                                   int rows, int E);
     /* ---- mixture of experts (issue 4) ------------------------------------------------------ */
 } pf_backend;
 

@@ -59,5 +59,13 @@ const pf_backend pf_backend_cpu = {
     .conv1d_causal_backward = cpu_conv1d_causal_backward,
     .ssm_scan_forward = cpu_ssm_scan_forward,
     .ssm_scan_backward = cpu_ssm_scan_backward,
+    .ssd_forward = cpu_ssd_forward,
+    .ssd_backward = cpu_ssd_backward,
+    .ssd_step = cpu_ssd_step,
+    .conv1d_causal_forward = cpu_conv1d_causal_forward,
+    .conv1d_causal_backward = cpu_conv1d_causal_backward,
+    .conv1d_causal_step = cpu_conv1d_causal_step,
+    .rmsnorm_gated_forward = cpu_rmsnorm_gated_forward,
+    .rmsnorm_gated_backward = cpu_rmsnorm_gated_backward,
     /* mixture of experts (issue 4) */
 };

@@ -105,5 +105,27 @@ void cpu_conv1d_causal_backward(float *dx, int lddx, float *dw, float *dbias, co
                                 const float *x, int ldx, const float *w, int B, int T, int E, int K);
 int  cpu_ssm_scan_forward(const pf_ssm_scan *s);
 int  cpu_ssm_scan_backward(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
+/* ssd.c (mamba2) */
+int  cpu_ssd_forward(float *y, float *states, const float *x, int ldx, const float *dt, int ldt,
+                     const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                     const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+int  cpu_ssd_backward(float *dx, float *ddt, float *dB, float *dC, float *dhead, const float *dy,
+                      const float *states, const float *x, int ldx, const float *dt, int ldt,
+                      const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                      const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+void cpu_ssd_step(float *y, float *state, float *delta, float *decay, const float *x, const float *dt,
+                  const float *Bv, const float *Cv, const float *dt_bias, const float *A_log,
+                  const float *D, int H, int P, int N);
+void cpu_conv1d_causal_forward(float *out, const float *in, int ldin, const float *w, const float *bias,
+                               int Bn, int T, int Cc, int K);
+void cpu_conv1d_causal_backward(float *din, int ldin, float *dw, float *dbias, const float *dout,
+                                const float *in, const float *w, int Bn, int T, int Cc, int K);
+void cpu_conv1d_causal_step(float *out, float *tail, const float *in, const float *w, const float *bias,
+                            int Cc, int K);
+void cpu_rmsnorm_gated_forward(float *out, float *rstd, const float *y, const float *z, int ldz,
+                               const float *w, int rows, int E, float eps);
+void cpu_rmsnorm_gated_backward(float *dy, float *dz, int ldz, float *dw, const float *dout,
+                                const float *y, const float *z, const float *w, const float *rstd,
+                                int rows, int E);
 
 #endif

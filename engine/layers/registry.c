@@ -2,8 +2,10 @@
 #include "engine/layer.h"
 
 extern const pf_layer_kind pf_layer_mlp;
+extern const pf_layer_kind pf_layer_moe;
 
 const pf_layer_kind *const pf_layer_kinds[] = {
     &pf_layer_mlp,
+    &pf_layer_moe,
     NULL,
 };

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "engine/error.h"
+#include "engine/model.h"
+#include "engine/tasks.h"
 #include "tests/c/layer_check.h"
 
 extern const pf_layer_kind pf_layer_moe;
@@ -776,6 +778,127 @@ static void test_jitter(void **state)
     free(o2);
 }
 
+/* ---- inside a model --------------------------------------------------------------------------- */
+
+static pf_model *moe_model(const char *spec, uint64_t seed)
+{
+    pf_model_config mc = {.vocab = 12, .dim = 16, .seed = seed, .norm = PF_NORM_RMS, .norm_eps = 1e-5f,
+                          .be = &pf_backend_cpu};
+    pf_model *m = pf_model_new(&mc);
+    assert_non_null(m);
+    pf_config cfg = check_config(&pf_layer_moe, spec);
+    assert_true(pf_model_add_layer(m, &pf_layer_moe, &cfg, -1) >= 0);
+    assert_true(pf_model_add_layer(m, &pf_layer_moe, &cfg, -1) >= 0);
+    if (pf_model_build(m) < 0) fail_msg("build: %s", pf_error_message());
+    return m;
+}
+
+/* Training through the model: aux losses reported, load_history filled by train_step_end, the same
+ * numbers from the same seed; and the model's gradient (cross-entropy + the layers' aux_loss) against
+ * finite differences on the routers. */
+static void test_in_model(void **state)
+{
+    (void)state;
+    enum { B = 4, T = 12, steps = 12 };
+    const char *spec = "experts=4 top_k=2 hidden=16 aux=0.5 zloss=0.05 jitter=0.1";
+    pf_task *task = pf_task_copy(12, T);
+    assert_non_null(task);
+    int32_t in[B * T], tg[B * T];
+    float mask[B * T];
+    pf_train_config tc;
+    pf_train_config_default(&tc);
+    double losses[2][steps];
+    for (int run = 0; run < 2; run++) {
+        pf_model *m = moe_model(spec, 3);
+        pf_rng rng;
+        pf_rng_seed(&rng, 5);
+        for (int s = 0; s < steps; s++) {
+            pf_train_stats st;
+            assert_int_equal(pf_task_batch(task, &rng, B, in, tg, mask), 0);
+            if (pf_model_train_step(m, in, tg, mask, B, T, &tc, &st) < 0) fail_msg("%s", pf_error_message());
+            double aux = (double)pf_model_layer(m, 0)->aux_loss + pf_model_layer(m, 1)->aux_loss;
+            assert_true(st.aux_loss == aux && aux > 0);
+            losses[run][s] = st.loss + st.aux_loss;
+        }
+        pf_layer *l = pf_model_layer(m, 1);
+        pf_tensor *h = probe(l, "load_history");
+        assert_int_equal(h->shape[0], steps);
+        pf_tensor *ld = probe(l, "load");
+        assert_memory_equal(h->data + (size_t)(steps - 1) * 4, ld->data, 4 * sizeof(float));
+        pf_tensor_free(h);
+        pf_tensor_free(ld);
+        pf_model_free(m);
+    }
+    printf("#   total loss step 1 %.4f -> step %d %.4f; two runs from one seed equal: %s\n", losses[0][0], steps,
+           losses[0][steps - 1], memcmp(losses[0], losses[1], sizeof losses[0]) ? "no" : "yes");
+    assert_memory_equal(losses[0], losses[1], sizeof losses[0]);
+    assert_true(losses[0][steps - 1] < losses[0][0]);
+
+    /* the model's gradient of cross-entropy + aux losses (no jitter: evaluate routes without it),
+     * with lr = 0 and no clipping, after a few steps so that the routers are not at their init */
+    pf_model *m = moe_model("experts=4 top_k=2 hidden=16 aux=0.5 zloss=0.05", 3);
+    pf_rng rng;
+    pf_rng_seed(&rng, 5);
+    for (int s = 0; s < 4; s++) {
+        pf_train_stats st;
+        assert_int_equal(pf_task_batch(task, &rng, B, in, tg, mask), 0);
+        if (pf_model_train_step(m, in, tg, mask, B, T, &tc, &st) < 0) fail_msg("%s", pf_error_message());
+    }
+    pf_train_config t0 = tc;
+    t0.lr = 0;
+    t0.clip = 0;
+    pf_train_stats st;
+    if (pf_model_train_step(m, in, tg, mask, B, T, &t0, &st) < 0) fail_msg("%s", pf_error_message());
+    float *p = pf_model_params(m), *g = pf_model_grads(m);
+    double dd = 0, na = 0, nn = 0, eps = 1e-3, loss, acc;
+    /* the routing of the unperturbed batch; a sample whose perturbation changes it is skipped */
+    pf_tensor *base[2];
+    if (pf_model_evaluate(m, in, tg, mask, B, T, &loss, &acc) < 0) fail_msg("evaluate");
+    for (int li = 0; li < 2; li++) base[li] = probe(pf_model_layer(m, li), "topk");
+    int used = 0, flipped = 0;
+    for (int li = 0; li < 2; li++) {
+        const pf_layer_param *gp = &pf_model_layer(m, li)->params[0];   /* gate.weight */
+        assert_string_equal(gp->name, "gate.weight");
+        size_t base_off = (size_t)(*gp->value - p);
+        for (size_t i = 0; i < gp->numel; i++) {
+            size_t j = base_off + i;
+            float keep = p[j];
+            double lpm[2];
+            int same = 1;
+            for (int sgn = 0; sgn < 2; sgn++) {
+                p[j] = keep + (float)(sgn ? -eps : eps);
+                if (pf_model_evaluate(m, in, tg, mask, B, T, &loss, &acc) < 0) fail_msg("evaluate");
+                lpm[sgn] = loss + (double)pf_model_layer(m, 0)->aux_loss + pf_model_layer(m, 1)->aux_loss;
+                for (int lj = 0; lj < 2; lj++) {
+                    pf_tensor *tk = probe(pf_model_layer(m, lj), "topk");
+                    same &= !memcmp(tk->data, base[lj]->data, pf_tensor_numel(tk) * sizeof(float));
+                    pf_tensor_free(tk);
+                }
+            }
+            p[j] = keep;
+            if (!same) {
+                flipped++;
+                continue;
+            }
+            used++;
+            double num = (lpm[0] - lpm[1]) / (2 * eps);
+            dd += (num - g[j]) * (num - g[j]);
+            na += (double)g[j] * g[j];
+            nn += num * num;
+        }
+    }
+    pf_tensor_free(base[0]);
+    pf_tensor_free(base[1]);
+    printf("#   router entries checked %d, skipped because the perturbation changed a top-k choice %d\n",
+           used, flipped);
+    assert_true(used >= 3 * flipped);
+    double err = sqrt(dd) / fmax(sqrt(fmax(na, nn)), 1e-12);
+    printf("#   model gradient of the routers (cross-entropy + aux): |g| %.3e rel err %.2e\n", sqrt(na), err);
+    assert_true(err < 2e-2);
+    pf_model_free(m);
+    pf_task_free(task);
+}
+
 /* ---- options and parameters ------------------------------------------------------------------- */
 
 static void test_options_and_names(void **state)
@@ -854,6 +977,7 @@ int main(void)
         cmocka_unit_test(test_probes),
         cmocka_unit_test(test_load_history_and_dead),
         cmocka_unit_test(test_jitter),
+        cmocka_unit_test(test_in_model),
         cmocka_unit_test(test_options_and_names),
     };
     return cmocka_run_group_tests_name("moe", tests, NULL, NULL);

@@ -143,7 +143,6 @@ typedef struct moe {
     int    have_batch;
     float *load;            /* (E) f_i */
     double entropy, drop_rate, balance, z;
-    int    batch_N;
     /* training history, host */
     float   *history;       /* (MOE_HISTORY, E) ring */
     long     n_history;
@@ -332,7 +331,6 @@ static void batch_stats(pf_layer *l, moe *m, int N)
     m->z = m->stats_h[E] / N;
     m->entropy = E > 1 ? m->stats_h[E + 1] / N / log((double)E) : 0.0;
     m->drop_rate = m->counts_h[2 * E] / (m->ec_layout ? (double)N : assigned > 0 ? assigned : 1.0);
-    m->batch_N = N;
     m->have_batch = 1;
     l->aux_loss = (float)(m->aux * m->balance + m->zloss * m->z);
 }

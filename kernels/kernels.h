@@ -268,6 +268,53 @@ typedef struct pf_backend {
                                    const float *y, const float *z, const float *w, const float *rstd,
                                    int rows, int E);
     /* ---- mixture of experts (issue 4) ------------------------------------------------------ */
+    /* N tokens (rows), E experts, K slots per token (top_k for token choice, E for expert choice),
+     * R grouped rows (a token once per expert that takes it; expert e's rows are contiguous).
+     * Index arrays are int32 on the device. */
+    /* Router jitter: out, noise (n) with noise[i] = uniform(1 - eps, 1 + eps) from a counter-based
+     * hash of (seed, counter, i), out = in * noise: the same numbers on every backend and thread count. */
+    void (*moe_jitter)(float *out, float *noise, const float *in, size_t n, float eps, uint64_t seed,
+                       uint64_t counter);
+    /* logits (N, E) -> probs (N, E) softmax, lse (N) logsumexp. With K > 0 also idx (N, K): the K
+     * most probable experts, best first (ties: lower expert id), and w (N, K) their gate weights:
+     * p renormalised over the K when renorm, else p itself. */
+    void (*moe_route)(float *probs, float *lse, int32_t *idx, float *w, const float *logits, int N,
+                      int E, int K, int renorm);
+    /* Token-choice grouping. Slots (t, j) are offered in priority order, j major then t (all first
+     * choices by token index, then all second choices, ...); expert idx[t, j] accepts while it holds
+     * fewer than cap slots (cap < 0: no limit). slot_row (N, K): the slot's grouped row, -1 when
+     * dropped. row_token, row_w (N*K, first R used): token and gate weight of each grouped row,
+     * rows of one expert in acceptance order. counts (2E + 1): kept per expert (E), chosen per expert
+     * before the limit (E), dropped slots (1). */
+    void (*moe_dispatch)(int32_t *slot_row, int32_t *row_token, float *row_w, int32_t *counts,
+                         const int32_t *idx, const float *w, int N, int E, int K, int cap);
+    /* Expert-choice grouping: expert e takes the c tokens with the largest probs[:, e] (ties: lower
+     * token index); its rows are [e*c, (e+1)*c), in token order. slot_row (N, E): row of (t, e) or
+     * -1; w (N, E): probs where taken, else 0; row_token, row_w (E*c); counts (2E + 1) as in
+     * moe_dispatch (kept = chosen = c; the last: tokens no expert took); scratch (E, 2N) int32. */
+    void (*moe_expert_choice)(int32_t *slot_row, float *w, int32_t *row_token, float *row_w,
+                              int32_t *counts, int32_t *scratch, const float *probs, int N, int E,
+                              int c);
+    /* out (R, C): row r = in[row_token[r]] * (scale ? scale[r] : 1); in (N, C). */
+    void (*moe_gather)(float *out, const float *in, const int32_t *row_token, const float *scale, int R,
+                       int C);
+    /* Weighted scatter back, one token at a time (no atomics): out[t] (=, or += when accumulate)
+     * sum over j < K with slot_row[t, j] >= 0 of (w ? w[t, j] : 1) * y[slot_row[t, j]];
+     * out (N, C), y (R, C), slot_row and w (N, K). A token with no row gets 0 (or is left). */
+    void (*moe_combine)(float *out, const float *y, const int32_t *slot_row, const float *w, int N,
+                        int K, int C, int accumulate);
+    /* dw (N, K) = <dout[t], y[slot_row[t, j]]>, 0 where slot_row is -1. */
+    void (*moe_gate_grad)(float *dw, const float *dout, const float *y, const int32_t *slot_row, int N,
+                          int K, int C);
+    /* Router backward, dlogits (N, E) overwritten. dw (N, K): gradient of the gate weights of the
+     * slots, whose experts are idx (N, K) (NULL: slot j is expert j) with weights w (N, K) as
+     * moe_route made them (renorm or not). aux_grad (E): a gradient added to every token's probs
+     * (the balance loss); z_coef: dlogits += z_coef * lse[t] * probs[t] (the z-loss). */
+    void (*moe_router_backward)(float *dlogits, const float *probs, const float *lse,
+                                const int32_t *idx, const float *w, const float *dw,
+                                const float *aux_grad, float z_coef, int N, int E, int K, int renorm);
+    /* stats (E + 2): sum over tokens of probs (E), of lse^2 (1), of the entropy -sum p log p (1). */
+    void (*moe_router_stats)(float *stats, const float *probs, const float *lse, int N, int E);
 } pf_backend;
 
 /* The cpu backend is always there. */

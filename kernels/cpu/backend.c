@@ -68,4 +68,13 @@ const pf_backend pf_backend_cpu = {
     .rmsnorm_gated_forward = cpu_rmsnorm_gated_forward,
     .rmsnorm_gated_backward = cpu_rmsnorm_gated_backward,
     /* mixture of experts (issue 4) */
+    .moe_jitter = cpu_moe_jitter,
+    .moe_route = cpu_moe_route,
+    .moe_dispatch = cpu_moe_dispatch,
+    .moe_expert_choice = cpu_moe_expert_choice,
+    .moe_gather = cpu_moe_gather,
+    .moe_combine = cpu_moe_combine,
+    .moe_gate_grad = cpu_moe_gate_grad,
+    .moe_router_backward = cpu_moe_router_backward,
+    .moe_router_stats = cpu_moe_router_stats,
 };

@@ -128,4 +128,24 @@ void cpu_rmsnorm_gated_backward(float *dy, float *dz, int ldz, float *dw, const 
                                 const float *y, const float *z, const float *w, const float *rstd,
                                 int rows, int E);
 
+/* moe.c */
+void cpu_moe_jitter(float *out, float *noise, const float *in, size_t n, float eps, uint64_t seed,
+                    uint64_t counter);
+void cpu_moe_route(float *probs, float *lse, int32_t *idx, float *w, const float *logits, int N, int E,
+                   int K, int renorm);
+void cpu_moe_dispatch(int32_t *slot_row, int32_t *row_token, float *row_w, int32_t *counts,
+                      const int32_t *idx, const float *w, int N, int E, int K, int cap);
+void cpu_moe_expert_choice(int32_t *slot_row, float *w, int32_t *row_token, float *row_w,
+                           int32_t *counts, int32_t *scratch, const float *probs, int N, int E, int c);
+void cpu_moe_gather(float *out, const float *in, const int32_t *row_token, const float *scale, int R,
+                    int C);
+void cpu_moe_combine(float *out, const float *y, const int32_t *slot_row, const float *w, int N, int K,
+                     int C, int accumulate);
+void cpu_moe_gate_grad(float *dw, const float *dout, const float *y, const int32_t *slot_row, int N,
+                       int K, int C);
+void cpu_moe_router_backward(float *dlogits, const float *probs, const float *lse, const int32_t *idx,
+                             const float *w, const float *dw, const float *aux_grad, float z_coef,
+                             int N, int E, int K, int renorm);
+void cpu_moe_router_stats(float *stats, const float *probs, const float *lse, int N, int E);
+
 #endif

@@ -83,6 +83,7 @@ static int spec_new(lua_State *L)
     char what[64];
     snprintf(what, sizeof what, "pf.%s", kind->name);
     if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
     pfl_spec *s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s);
     s->kind = kind;
@@ -662,12 +663,13 @@ static int layer_info(lua_State *L)
     return 1;
 }
 
+/* fields kind and index, then methods (upvalue 1); methods can be looked up on a closed model's
+ * layer (calling them says it is closed) */
 static int layer_index(lua_State *L)
 {
-    pfl_layer *h;
-    pf_layer *l = layer_check(L, 1, &h);
+    pfl_layer *h = luaL_checkudata(L, 1, PFL_LAYER);
     const char *key = lua_tostring(L, 2);
-    if (key && strcmp(key, "kind") == 0) lua_pushstring(L, l->kind->name);
+    if (key && strcmp(key, "kind") == 0) lua_pushstring(L, layer_check(L, 1, NULL)->kind->name);
     else if (key && strcmp(key, "index") == 0) lua_pushinteger(L, h->index + 1);
     else {
         lua_pushvalue(L, 2);

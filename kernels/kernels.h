@@ -249,16 +249,6 @@ typedef struct pf_backend {
     void (*ssd_step)(float *y, float *state, float *delta, float *decay, const float *x,
                      const float *dt, const float *Bv, const float *Cv, const float *dt_bias,
                      const float *A_log, const float *D, int H, int P, int N);
-    /* Causal depthwise conv1d (torch Conv1d, groups = channels, padding K-1, first T outputs):
-     * in (Bn, T, Cc) at row stride ldin; w (Cc, K), K <= 16; bias (Cc); out (Bn, T, Cc) contiguous. */
-    void (*conv1d_causal_forward)(float *out, const float *in, int ldin, const float *w,
-                                  const float *bias, int Bn, int T, int Cc, int K);
-    /* din (Bn, T, Cc) at row stride ldin, overwritten; dw (Cc, K), dbias (Cc) += */
-    void (*conv1d_causal_backward)(float *din, int ldin, float *dw, float *dbias, const float *dout,
-                                   const float *in, const float *w, int Bn, int T, int Cc, int K);
-    /* One token: tail (Cc, K-1) the last K-1 inputs, oldest first, shifted in place; in, out (Cc). */
-    void (*conv1d_causal_step)(float *out, float *tail, const float *in, const float *w,
-                               const float *bias, int Cc, int K);
     /* Gated RMSNorm (norm_before_gate = False): out = rmsnorm(y * silu(z)) * w over E per row.
      * y, out (rows, E); z (rows, E) at row stride ldz; w (E); rstd (rows) saved for backward. */
     void (*rmsnorm_gated_forward)(float *out, float *rstd, const float *y, const float *z, int ldz,

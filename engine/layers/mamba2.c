@@ -67,7 +67,7 @@ typedef struct mamba2 {
     float *dhead;     /* (B, 3H) per sequence [d dt_bias | d A_log | d D] */
     size_t dzxbcdt_cap, dxbc_cap, dyn_cap, dy_cap, dhead_cap;
     /* step state */
-    float *tail;      /* (CD, K-1) last K-1 conv inputs */
+    float *tail;      /* (K-1, CD) last K-1 conv inputs, oldest first */
     float *h;         /* (H, P, N) SSM state */
     float *s_zxbcdt;  /* (DIN) */
     float *s_xbc;     /* (CD) */
@@ -160,7 +160,7 @@ static int mamba2_forward(pf_layer *l, float *out, const float *in, int B, int T
     PF_TRY(pf_buffer_reserve(be, &m->yn, &m->yn_cap, (size_t)rows * E));
 
     be->gemm(0, 1, rows, DIN, C, 1.0f, in, C, m->w_in, C, 0.0f, m->zxbcdt, DIN);
-    be->conv1d_causal_forward(m->xbc_pre, m->zxbcdt + E, DIN, m->conv_w, m->conv_b, B, T, CD, m->K);
+    be->conv1d_causal_forward(m->xbc_pre, m->zxbcdt + E, DIN, m->conv_w, m->conv_b, NULL, B, T, CD, m->K);
     be->act_forward(PF_ACT_SILU, m->xbc, m->xbc_pre, (size_t)rows * CD);
     PF_TRY(be->ssd_forward(m->y, m->states, m->xbc, CD, m->zxbcdt + E + CD, DIN, m->xbc + E,
                            m->xbc + E + N, CD, m->dt_bias, m->A_log, m->D, B, T, H, m->P, N, m->Q));
@@ -194,7 +194,7 @@ static int mamba2_backward(pf_layer *l, float *din, const float *dout, const flo
     /* xbc = silu(conv(xBC)) */
     be->act_backward(PF_ACT_SILU, m->dxbc, m->dxbc, m->xbc_pre, (size_t)rows * CD, 0);
     be->conv1d_causal_backward(m->dzxbcdt + E, DIN, m->dconv_w, m->dconv_b, m->dxbc, m->zxbcdt + E,
-                               m->conv_w, B, T, CD, m->K);
+                               DIN, m->conv_w, B, T, CD, m->K);
     /* zxbcdt = in W_inᵀ */
     be->gemm(1, 0, DIN, C, rows, 1.0f, m->dzxbcdt, DIN, in, C, 1.0f, m->dw_in, C);
     be->gemm(0, 0, rows, C, DIN, 1.0f, m->dzxbcdt, DIN, m->w_in, C, 0.0f, din, C);
@@ -207,7 +207,7 @@ static int mamba2_step(pf_layer *l, float *out, const float *in)
     const pf_backend *be = l->be;
     int C = l->dim, E = m->E, N = m->N, CD = m->CD, DIN = m->DIN;
     be->gemm(0, 1, 1, DIN, C, 1.0f, in, C, m->w_in, C, 0.0f, m->s_zxbcdt, DIN);
-    be->conv1d_causal_step(m->s_xbc, m->tail, m->s_zxbcdt + E, m->conv_w, m->conv_b, CD, m->K);
+    be->conv1d_causal_forward(m->s_xbc, m->s_zxbcdt + E, DIN, m->conv_w, m->conv_b, m->tail, 1, 1, CD, m->K);
     be->act_forward(PF_ACT_SILU, m->s_xbc, m->s_xbc, (size_t)CD);
     be->ssd_step(m->s_y, m->h, m->s_dt, m->s_decay, m->s_xbc, m->s_zxbcdt + E + CD, m->s_xbc + E,
                  m->s_xbc + E + N, m->dt_bias, m->A_log, m->D, m->H, m->P, N);

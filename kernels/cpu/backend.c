@@ -62,9 +62,6 @@ const pf_backend pf_backend_cpu = {
     .ssd_forward = cpu_ssd_forward,
     .ssd_backward = cpu_ssd_backward,
     .ssd_step = cpu_ssd_step,
-    .conv1d_causal_forward = cpu_conv1d_causal_forward,
-    .conv1d_causal_backward = cpu_conv1d_causal_backward,
-    .conv1d_causal_step = cpu_conv1d_causal_step,
     .rmsnorm_gated_forward = cpu_rmsnorm_gated_forward,
     .rmsnorm_gated_backward = cpu_rmsnorm_gated_backward,
     /* mixture of experts (issue 4) */

@@ -116,12 +116,6 @@ int  cpu_ssd_backward(float *dx, float *ddt, float *dB, float *dC, float *dhead,
 void cpu_ssd_step(float *y, float *state, float *delta, float *decay, const float *x, const float *dt,
                   const float *Bv, const float *Cv, const float *dt_bias, const float *A_log,
                   const float *D, int H, int P, int N);
-void cpu_conv1d_causal_forward(float *out, const float *in, int ldin, const float *w, const float *bias,
-                               int Bn, int T, int Cc, int K);
-void cpu_conv1d_causal_backward(float *din, int ldin, float *dw, float *dbias, const float *dout,
-                                const float *in, const float *w, int Bn, int T, int Cc, int K);
-void cpu_conv1d_causal_step(float *out, float *tail, const float *in, const float *w, const float *bias,
-                            int Cc, int K);
 void cpu_rmsnorm_gated_forward(float *out, float *rstd, const float *y, const float *z, int ldz,
                                const float *w, int rows, int E, float eps);
 void cpu_rmsnorm_gated_backward(float *dy, float *dz, int ldz, float *dw, const float *dout,

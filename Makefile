@@ -53,8 +53,10 @@ ifneq ($(NVCC),)
 ifneq ($(CUDA_SRC),)
 CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS     += -DPF_HAVE_CUDA
-NVCCFLAGS  := -O3 -std=c++17 -I. -Xcompiler -fPIC -Xcompiler -Wall --expt-relaxed-constexpr \
-              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 -DPF_HAVE_CUDA
+# machine code for Ampere (sm_80) and Hopper (sm_90, the H100/H200), PTX of compute_90 for newer
+NVCCFLAGS  := -O3 -std=c++20 -I. -Xcompiler -fPIC -Xcompiler -Wall -Xcompiler -Wextra -Werror all-warnings \
+              --expt-relaxed-constexpr -gencode arch=compute_80,code=sm_80 \
+              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -DPF_HAVE_CUDA
 CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
 LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
@@ -70,7 +72,7 @@ LIB := $(BUILD)/libpostformer.a
 SO  := $(BUILD)/postformer.so
 BIN := $(BUILD)/postformer
 
-.PHONY: all deps run test test-c test-lua bench clean check-deps
+.PHONY: all deps run test test-c test-lua bench clean check-deps test-gpu
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -136,6 +138,15 @@ test: deps
 bench: bench-deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh
+
+# cpu against cuda, kernel by kernel and on a small model; "skipped: no GPU" where there is none
+GPU_TEST := $(BUILD)/tests/gpu/test_parity
+$(GPU_TEST): $(BUILD)/obj/tests/gpu/test_parity.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+test-gpu: $(GPU_TEST)
+	$(GPU_TEST)
 
 clean:
 	rm -rf build build-san

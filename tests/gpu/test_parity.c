@@ -148,6 +148,16 @@ static void test_memory(void)
     report_exact("memory", "alloc zeroed", zeroed);
     report("memory", "upload/copy/download", e);
     report_exact("memory", "zero (a sub-range)", zero_ok);
+    /* out of memory: NULL with a message that names the size and suggests a smaller batch, and the
+     * device stays usable */
+    void *huge = G->alloc((size_t)1 << 46);
+    int oom_ok = huge == NULL && strstr(pf_error_message(), "out of GPU memory") &&
+                 strstr(pf_error_message(), "smaller batch");
+    printf("%-22s %-34s \"%.60s...\"\n", "memory", "64 TiB request", pf_error_message());
+    if (huge) G->free(huge);
+    float *after = dev_track(G->alloc(1024));
+    oom_ok &= after != NULL && G->sync() == 0;
+    report_exact("memory", "out of memory: clean error, usable", oom_ok);
     free(h), free(z), free(back);
     dev_free_all();
 }
@@ -480,14 +490,15 @@ static int tile_class_ref(int i0, int i1, int j0, int j1, int window)
     return !any ? PF_TILE_SKIPPED : all ? PF_TILE_FULL : PF_TILE_PARTIAL;
 }
 
-/* Only the head slots of dq, dk, dv inside the packed buffer are compared (the rest is q's space). */
+/* Only the head slots of dq, dk, dv inside the packed buffer are compared: out's slots start at
+ * column off of each row; the reference's at column 0 (it indexes dk, dv like k, v). */
 static double rel_slots(const float *out, const float *ref, const attn_case *c, int stride, int off, int heads)
 {
     size_t rows = (size_t)c->B * c->T, w = (size_t)heads * c->D, n = rows * w;
     float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
     for (size_t r = 0; r < rows; r++) {
         memcpy(a + r * w, out + r * stride + off, w * sizeof(float));
-        memcpy(b + r * w, ref + r * stride + off, w * sizeof(float));
+        memcpy(b + r * w, ref + r * stride, w * sizeof(float));
     }
     double e = rel(a, b, n);
     free(a), free(b);

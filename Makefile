@@ -5,6 +5,8 @@
 #   make run        deps + build, then open the default demo (examples/tour.lua)
 #   make test       deps + build, then every test; the last line is "N passed, N failed"
 #   make bench      deps + build, then the benchmarks beside PyTorch (Debian's python3-torch)
+#   make test-gpu   the cuda backend against the cpu, kernel by kernel (tests/gpu/test_parity.c);
+#                   prints "skipped: no GPU" and succeeds where there is none
 #   make SAN=1 ...  the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build-san/)
 #   make clean
 #
@@ -72,11 +74,13 @@ LIB := $(BUILD)/libpostformer.a
 SO  := $(BUILD)/postformer.so
 BIN := $(BUILD)/postformer
 
-.PHONY: all deps run test test-c test-lua bench clean check-deps test-gpu
+BENCH := $(BUILD)/bench
+
+.PHONY: all deps bench-deps run test bench clean test-gpu
 .DELETE_ON_ERROR:
 .SECONDARY:
 
-all: $(BIN) $(SO) $(TEST_BIN)
+all: $(BIN) $(SO) $(TEST_BIN) $(BENCH)
 
 # ---- dependencies -------------------------------------------------------------------------------
 deps:
@@ -125,6 +129,9 @@ $(BIN): $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/c/%.o $(TESTLIB_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+
+$(BENCH): $(BUILD)/obj/tests/bench/bench.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # ---- programs -----------------------------------------------------------------------------------
 run: deps

@@ -105,16 +105,20 @@ typedef struct pf_backend {
      * backward. Query i sees key j when j <= i and (window == 0 or i - j < window). Tiles are
      * tile x tile tokens; tiles wholly masked are skipped. tile_map (ceil(T/tile)^2, bytes, device)
      * receives PF_TILE_* per (q tile, k tile); counts (3, host) += tiles skipped, partial and full
-     * summed over batch and heads. Returns -1 with pf_error when tile is not supported. */
+     * summed over batch and heads (either may be NULL). Returns -1 with pf_error when tile is not
+     * supported (cpu: 1..1024) or the shape is bad. */
     int (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
                              int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile,
                              uint8_t *tile_map, long *counts);
-    /* dq, dk, dv: same layout and stride as q, k, v (overwritten); recomputes the probabilities. */
+    /* dq, dk, dv: same layout and stride as q, k, v (their head slots overwritten; so a packed dqkv
+     * buffer is written whole); recomputes the probabilities from q, k and lse (FlashAttention-2);
+     * dk, dv of a kv head sum over the query heads that share it. */
     int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *out,
                               const float *lse, const float *q, const float *k, const float *v,
                               int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile);
-    /* One query token over a cache of len tokens: q (Hq, D); kcache, vcache (len, Hkv, D);
-     * out (Hq, D); weights (Hq, len) the softmax probabilities (zero outside the window). */
+    /* One query token, the cache's last (position len - 1), over a cache of len tokens: q (Hq, D);
+     * kcache, vcache (len, Hkv, D); out (Hq, D); weights (Hq, len) the softmax probabilities (zero
+     * outside the window). */
     void (*attention_step)(float *out, float *weights, const float *q, const float *kcache,
                            const float *vcache, int len, int Hq, int Hkv, int D, int window);
 
@@ -129,6 +133,52 @@ typedef struct pf_backend {
                   float beta2, float eps, float weight_decay, int t);
 
     /* ---- recurrent-state layers (issue 3) --------------------------------------------------- */
+    /* retention (RetNet). Per token, qkvg (B*T, N) holds [q (C) | k (C) | v (V) | g (V)], N = 2C + 2V,
+     * C = H*dk, V = H*dv; head h owns columns h*dk.. of q and k and h*dv.. of v and g. Per head the
+     * kernels work on qr, kr (B, H, T, dk) and vh, o (B, H, T, dv). gamma (H) is on the host.
+     * work: scratch of B*H*(2*L*L + L*(dk+dv) + (L+1) + 2*dk*dv) floats, L = min(chunk, T) for the
+     * chunkwise kernels and L = 0 for the recurrent ones. */
+    /* qr, kr, vh overwritten from qkvg; q and k are rotated (xPos/RoPE) at position pos0 + t: pair
+     * (2i, 2i+1) by the angle (pos0+t) * 10000^(-i/(dk/2-1)); k is scaled by dk^-0.5. */
+    void (*retention_split)(float *qr, float *kr, float *vh, const float *qkvg, int B, int T, int H,
+                            int dk, int dv, int pos0);
+    /* The adjoint of retention_split: the q, k, v columns of dqkvg (B*T, N) overwritten; its g
+     * columns are left alone. */
+    void (*retention_split_backward)(float *dqkvg, const float *dqr, const float *dkr,
+                                     const float *dvh, int B, int T, int H, int dk, int dv, int pos0);
+    /* Chunkwise retention from a zero state: o (B, H, T, dv) overwritten; inside a chunk
+     * (Q K^T .* D) V, across chunks the state R (dk, dv). chunk >= T is the parallel form.
+     * states (B, H, ceil(T/chunk), dk, dv) receives the state entering each chunk (for backward);
+     * state (B, H, dk, dv) the final state, or NULL. */
+    void (*retention_chunkwise_forward)(float *o, float *states, float *state, const float *qr,
+                                        const float *kr, const float *vh, const float *gamma, int B,
+                                        int T, int H, int dk, int dv, int chunk, float *work);
+    /* dqr, dkr, dvh overwritten from do (B, H, T, dv) and the forward's states. */
+    void (*retention_chunkwise_backward)(float *dqr, float *dkr, float *dvh, const float *do_,
+                                         const float *states, const float *qr, const float *kr,
+                                         const float *vh, const float *gamma, int B, int T, int H,
+                                         int dk, int dv, int chunk, float *work);
+    /* Recurrent retention: S = gamma S + k^T v, o = q S per token, from state (B, H, dk, dv)
+     * (read, then left holding the final state); T = 1 is one step. o overwritten. */
+    void (*retention_recurrent_forward)(float *o, float *state, const float *qr, const float *kr,
+                                        const float *vh, const float *gamma, int B, int T, int H,
+                                        int dk, int dv);
+    /* Backward of a recurrent forward that started from a zero state; dqr, dkr, dvh overwritten. */
+    void (*retention_recurrent_backward)(float *dqr, float *dkr, float *dvh, const float *do_,
+                                         const float *qr, const float *kr, const float *vh,
+                                         const float *gamma, int B, int T, int H, int dk, int dv,
+                                         float *work);
+    /* h (B*T, V) = silu(g) * GroupNorm_H(o): per token and head the dv values of o (B, H, T, dv)
+     * normalised to mean 0, variance 1 (+eps), times w (V) plus b (V). g: rows of stride ldg.
+     * mean, rstd (B*T, H) saved for backward. */
+    void (*retention_norm_gate_forward)(float *h, float *mean, float *rstd, const float *o,
+                                        const float *g, int ldg, const float *w, const float *b,
+                                        int B, int T, int H, int dv, float eps);
+    /* dh (B*T, V) -> do (B, H, T, dv) and dg (rows of stride ldg) overwritten; dw, db (V) += */
+    void (*retention_norm_gate_backward)(float *do_, float *dg, float *dw, float *db,
+                                         const float *dh, const float *o, const float *g, int ldg,
+                                         const float *w, const float *b, const float *mean,
+                                         const float *rstd, int B, int T, int H, int dv);
     /* ---- mixture of experts (issue 4) ------------------------------------------------------ */
 } pf_backend;
 

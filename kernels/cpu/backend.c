@@ -38,10 +38,22 @@ const pf_backend pf_backend_cpu = {
     .swiglu_backward = cpu_swiglu_backward,
 
     /* attention */
+    .rope = cpu_rope,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .attention_step = cpu_attention_step,
 
     .cross_entropy = cpu_cross_entropy,
     .adamw = cpu_adamw,
 
     /* recurrent-state layers (issue 3) */
+    .retention_split = cpu_retention_split,
+    .retention_split_backward = cpu_retention_split_backward,
+    .retention_chunkwise_forward = cpu_retention_chunkwise_forward,
+    .retention_chunkwise_backward = cpu_retention_chunkwise_backward,
+    .retention_recurrent_forward = cpu_retention_recurrent_forward,
+    .retention_recurrent_backward = cpu_retention_recurrent_backward,
+    .retention_norm_gate_forward = cpu_retention_norm_gate_forward,
+    .retention_norm_gate_backward = cpu_retention_norm_gate_backward,
     /* mixture of experts (issue 4) */
 };

@@ -58,4 +58,45 @@ void cpu_cross_entropy(float *loss, float *correct, float *dlogits, const float 
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                float beta2, float eps, float weight_decay, int t);
 
+/* rope.c */
+void cpu_rope(float *x, int rows, int T, int stride, int heads, int D, int pos0, float theta,
+              int inverse);
+
+/* attention.c; tiles of 1..PF_CPU_ATTN_MAX_TILE tokens */
+#define PF_CPU_ATTN_MAX_TILE 1024
+int  cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                           int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile,
+                           uint8_t *tile_map, long *counts);
+int  cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                            const float *lse, const float *q, const float *k, const float *v,
+                            int stride, int B, int T, int Hq, int Hkv, int D, int window, int tile);
+void cpu_attention_step(float *out, float *weights, const float *q, const float *kcache,
+                        const float *vcache, int len, int Hq, int Hkv, int D, int window);
+/* retention.c */
+void cpu_retention_split(float *qr, float *kr, float *vh, const float *qkvg, int B, int T, int H,
+                         int dk, int dv, int pos0);
+void cpu_retention_split_backward(float *dqkvg, const float *dqr, const float *dkr,
+                                  const float *dvh, int B, int T, int H, int dk, int dv, int pos0);
+void cpu_retention_chunkwise_forward(float *o, float *states, float *state, const float *qr,
+                                     const float *kr, const float *vh, const float *gamma, int B,
+                                     int T, int H, int dk, int dv, int chunk, float *work);
+void cpu_retention_chunkwise_backward(float *dqr, float *dkr, float *dvh, const float *do_,
+                                      const float *states, const float *qr, const float *kr,
+                                      const float *vh, const float *gamma, int B, int T, int H,
+                                      int dk, int dv, int chunk, float *work);
+void cpu_retention_recurrent_forward(float *o, float *state, const float *qr, const float *kr,
+                                     const float *vh, const float *gamma, int B, int T, int H,
+                                     int dk, int dv);
+void cpu_retention_recurrent_backward(float *dqr, float *dkr, float *dvh, const float *do_,
+                                      const float *qr, const float *kr, const float *vh,
+                                      const float *gamma, int B, int T, int H, int dk, int dv,
+                                      float *work);
+void cpu_retention_norm_gate_forward(float *h, float *mean, float *rstd, const float *o,
+                                     const float *g, int ldg, const float *w, const float *b,
+                                     int B, int T, int H, int dv, float eps);
+void cpu_retention_norm_gate_backward(float *do_, float *dg, float *dw, float *db,
+                                      const float *dh, const float *o, const float *g, int ldg,
+                                      const float *w, const float *b, const float *mean,
+                                      const float *rstd, int B, int T, int H, int dv);
+
 #endif

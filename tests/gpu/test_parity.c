@@ -656,6 +656,9 @@ static pf_model *small_model(const pf_backend *be, int with_attention)
         const pf_layer_kind *kind = pf_layer_kind_find(kinds[i]);
         pf_config c;
         pf_config_init(&c, kind->options, kind->n_options);
+        if (i == 1 && (pf_config_set_number(&c, "attention", "kv_heads", 2) < 0 ||
+                       pf_config_set_number(&c, "attention", "tile", 16) < 0))
+            return NULL;
         if (pf_model_add_layer(m, kind, &c, -1) < 0) return NULL;
     }
     if (pf_model_build(m) < 0) return NULL;
@@ -665,7 +668,7 @@ static pf_model *small_model(const pf_backend *be, int with_attention)
 static void test_model(void)
 {
     int with_attention = pf_layer_kind_find("attention") != NULL;
-    const char *what = with_attention ? "mlp+attention+mlp" : "mlp+mlp (no attention kind)";
+    const char *what = with_attention ? "mlp+attention(GQA, tile 16)+mlp" : "mlp+mlp (no attention kind)";
     pf_model *mc = small_model(C, with_attention), *mg = small_model(G, with_attention);
     if (!mc || !mg) {
         printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
@@ -701,6 +704,21 @@ static void test_model(void)
     report("model train step", "gradients", rel(gg, pf_model_grads(mc), np));
     report("model train step", "parameters after AdamW", rel(pg, pf_model_params(mc), np));
     report("model train step", "loss", fabs(sg.loss - sc.loss) / sc.loss);
+    /* stepping, token by token, after the update: the logits of every step */
+    pf_model_reset(mc);
+    pf_model_reset(mg);
+    double step_err = 0;
+    for (int t = 0; t < 40; t++) {
+        pf_tensor *sc_ = NULL, *sg_ = NULL;
+        if (pf_model_step(mc, in[t], &sc_) < 0 || pf_model_step(mg, in[t], &sg_) < 0) {
+            printf("%-22s %-34s FAIL (%s)\n", "model step", what, pf_error_message());
+            n_fail++;
+            return;
+        }
+        step_err = fmax(step_err, rel(sg_->data, sc_->data, 37));
+        pf_tensor_free(sc_), pf_tensor_free(sg_);
+    }
+    report("model step", "40 tokens, worst step's logits", step_err);
     free(gg), free(pg);
     pf_tensor_free(lc), pf_tensor_free(lg);
     pf_model_free(mc), pf_model_free(mg);

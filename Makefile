@@ -58,7 +58,7 @@ CFLAGS     += -DPF_HAVE_CUDA
 # machine code for Ampere (sm_80) and Hopper (sm_90, the H100/H200), PTX of compute_90 for newer
 NVCCFLAGS  := -O3 -std=c++20 -I. -Xcompiler -fPIC -Xcompiler -Wall -Xcompiler -Wextra -Werror all-warnings \
               --expt-relaxed-constexpr -gencode arch=compute_80,code=sm_80 \
-              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -DPF_HAVE_CUDA
+              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -DPF_HAVE_CUDA -MMD -MP
 CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
 LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif

@@ -43,5 +43,7 @@ const pf_backend pf_backend_cpu = {
     .adamw = cpu_adamw,
 
     /* recurrent-state layers (issue 3) */
+    .linattn_forward = cpu_linattn_forward,
+    .linattn_backward = cpu_linattn_backward,
     /* mixture of experts (issue 4) */
 };

@@ -58,4 +58,13 @@ void cpu_cross_entropy(float *loss, float *correct, float *dlogits, const float 
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                float beta2, float eps, float weight_decay, int t);
 
+/* linear_attention.c */
+int cpu_linattn_forward(float *out, float *chunk_states, float *den, float *state, const float *q,
+                        const float *k, const float *v, const float *g, int B, int T, int H, int K,
+                        int V, int chunk, float scale, int normalize, float eps);
+int cpu_linattn_backward(float *dq, float *dk, float *dv, float *dg, const float *dout,
+                         const float *out, const float *chunk_states, const float *den,
+                         const float *q, const float *k, const float *v, const float *g, int B,
+                         int T, int H, int K, int V, int chunk, float scale, int normalize);
+
 #endif

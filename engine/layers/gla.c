@@ -235,7 +235,7 @@ static int gla_probe(pf_layer *l, const char *name, pf_tensor **out)
 {
     gla *a = l->impl;
     if (strcmp(name, "decay") != 0)
-        return linattn_probe_state(l->be, name, a->state, a->H, a->K, a->V, a->V, out);
+        return pf_linattn_probe_state(l->be, name, a->state, a->H, a->K, a->V, a->V, out);
     if (!a->stepped) return pf_error("gla: probe 'decay' has no data before the first step");
     PF_TRY(pf_probe_from_device(l->be, out, a->s.g, 2, (int[]){a->H, a->K}));
     pf_tensor *t = *out;

@@ -177,7 +177,7 @@ static void la_reset(pf_layer *l)
     l->be->zero(a->state, (size_t)a->H * a->K * a->Vw * sizeof(float));
 }
 
-int linattn_probe_state(const pf_backend *be, const char *name, const float *state, int H, int K,
+int pf_linattn_probe_state(const pf_backend *be, const char *name, const float *state, int H, int K,
                         int V, int Vw, pf_tensor **out)
 {
     size_t n = (size_t)H * K * Vw;
@@ -207,7 +207,7 @@ int linattn_probe_state(const pf_backend *be, const char *name, const float *sta
 static int la_probe(pf_layer *l, const char *name, pf_tensor **out)
 {
     linattn *a = l->impl;
-    return linattn_probe_state(l->be, name, a->state, a->H, a->K, a->V, a->Vw, out);
+    return pf_linattn_probe_state(l->be, name, a->state, a->H, a->K, a->V, a->Vw, out);
 }
 
 static void la_describe(const pf_layer *l, pf_layer_info *info)

@@ -7,7 +7,7 @@
 /* From a device state (H, K, Vw) whose first V columns are S (column V, when there, is the
  * normaliser z): "state" gives S as [H, K, V], "state_norm" gives the Frobenius norm of each
  * head's S as [H]. -1 with pf_error for any other name. */
-int linattn_probe_state(const pf_backend *be, const char *name, const float *state, int H, int K,
+int pf_linattn_probe_state(const pf_backend *be, const char *name, const float *state, int H, int K,
                         int V, int Vw, pf_tensor **out);
 
 #endif

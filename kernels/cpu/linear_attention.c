@@ -126,10 +126,13 @@ int cpu_linattn_forward(float *out, float *chunk_states, float *den, float *stat
                     for (int s = 0; s <= i; s++) {
                         const float *ks = kb + (size_t)(t0 + s) * ldk, *bs = w.b + (size_t)s * K;
                         float a = 0;
-                        if (gb)
+                        if (gb) {
+#pragma omp simd reduction(+ : a)
                             for (int kk = 0; kk < K; kk++) a += qi[kk] * ks[kk] * expf(bi[kk] - bs[kk]);
-                        else
+                        } else {
+#pragma omp simd reduction(+ : a)
                             for (int kk = 0; kk < K; kk++) a += qi[kk] * ks[kk];
+                        }
                         const float *vs = w.vl + (size_t)s * Vw;
                         for (int j = 0; j < Vw; j++) num[j] += a * vs[j];
                     }
@@ -229,6 +232,7 @@ int cpu_linattn_backward(float *dq, float *dk, float *dv, float *dg, const float
                     for (int kk = 0; kk < K; kk++) {
                         const float *Sk = S0 + (size_t)kk * Vw;
                         float a = 0;
+#pragma omp simd reduction(+ : a)
                         for (int j = 0; j < Vw; j++) a += Sk[j] * dni[j];
                         dqi[kk] = scale * a * (gb ? expf(bi[kk]) : 1.0f);
                     }
@@ -238,8 +242,10 @@ int cpu_linattn_backward(float *dq, float *dk, float *dv, float *dg, const float
                         const float *vs = w.vl + (size_t)s * Vw;
                         float *dks = dkb + (size_t)(t0 + s) * ldk;
                         float dnv = 0, a = 0;
+#pragma omp simd reduction(+ : dnv)
                         for (int j = 0; j < Vw; j++) dnv += dni[j] * vs[j];
                         dnv *= scale;
+#pragma omp simd reduction(+ : a)
                         for (int kk = 0; kk < K; kk++) {
                             float e = gb ? expf(bi[kk] - bs[kk]) : 1.0f;
                             float qe = qi[kk] * e;
@@ -260,6 +266,7 @@ int cpu_linattn_backward(float *dq, float *dk, float *dv, float *dg, const float
                     for (int kk = 0; kk < K; kk++) {
                         const float *dSk = dS + (size_t)kk * Vw;
                         float e = gb ? expf(bl[kk] - bs[kk]) : 1.0f, a = 0, ke = ks[kk] * e;
+#pragma omp simd reduction(+ : a)
                         for (int j = 0; j < Vw; j++) {
                             a += dSk[j] * vs[j];
                             dvs[j] += ke * dSk[j];

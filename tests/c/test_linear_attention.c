@@ -104,10 +104,13 @@ static float *normal_array(size_t n, double std, uint64_t seed)
     return x;
 }
 
-static problem problem_new(int normalize, int gated, uint64_t seed)
+/* big: large enough that the kernel runs its OpenMP-parallel path (B*T*H*K*Vw > PF_CPU_PAR_MIN) */
+static problem problem_new(int normalize, int gated, int big, uint64_t seed)
 {
     problem p = {.B = 2, .T = 37, .H = 2, .K = 5, .V = 3, .normalize = normalize, .gated = gated,
                  .scale = 0.6f, .eps = 1e-6f};
+    if (big) p = (problem){.B = 3, .T = 100, .H = 4, .K = 12, .V = 10, .normalize = normalize,
+                           .gated = gated, .scale = 0.3f, .eps = 1e-6f};
     size_t nk = (size_t)p.B * p.T * p.H * p.K, nv = (size_t)p.B * p.T * p.H * p.V;
     int Vw = p.V + normalize;
     p.q = normal_array(nk, 1.0, seed);
@@ -234,9 +237,9 @@ static double rel_diff(const float *a, const double *ref, size_t n)
     return diff / (scale > 1e-30 ? scale : 1e-30);
 }
 
-static void kernel_vs_recurrence(int normalize, int gated)
+static void kernel_vs_recurrence(int normalize, int gated, int big)
 {
-    problem pr = problem_new(normalize, gated, 40 + 2 * normalize + gated), *p = &pr;
+    problem pr = problem_new(normalize, gated, big, 40 + 2 * normalize + gated), *p = &pr;
     int Vw = p->V + normalize;
     size_t nk = (size_t)p->B * p->T * p->H * p->K, nv = (size_t)p->B * p->T * p->H * p->V;
     size_t ns = (size_t)p->B * p->H * p->K * Vw;
@@ -269,8 +272,8 @@ static void kernel_vs_recurrence(int normalize, int gated)
                                               normalize), 0);
         double e_dq = rel_diff(fdq, dq, nk), e_dk = rel_diff(fdk, dk, nk), e_dv = rel_diff(fdv, dv, nv);
         double e_dg = gated ? rel_diff(fdg, dg, nk) : 0;
-        printf("#   kernel %s%s chunk %2d: out %.1e (from state %.1e, state %.1e)  dq %.1e dk %.1e dv %.1e dg %.1e\n",
-               gated ? "gated" : "ungated", normalize ? " normalised" : "", L, e_out0, e_out, e_state, e_dq,
+        printf("#   kernel %s%s%s chunk %2d: out %.1e (from state %.1e, state %.1e)  dq %.1e dk %.1e dv %.1e dg %.1e\n",
+               gated ? "gated" : "ungated", normalize ? " normalised" : "", big ? " (B3 T100 H4 K12 V10)" : "", L, e_out0, e_out, e_state, e_dq,
                e_dk, e_dv, e_dg);
         assert_true(e_out <= 1e-5 && e_state <= 1e-5 && e_out0 <= 1e-5);
         assert_true(e_dq <= 1e-5 && e_dk <= 1e-5 && e_dv <= 1e-5 && e_dg <= 1e-4);
@@ -280,17 +283,23 @@ static void kernel_vs_recurrence(int normalize, int gated)
     problem_free(p);
 }
 
-static void test_kernel_gated(void **s) { (void)s; kernel_vs_recurrence(0, 1); }
-static void test_kernel_ungated(void **s) { (void)s; kernel_vs_recurrence(0, 0); }
-static void test_kernel_normalised(void **s) { (void)s; kernel_vs_recurrence(1, 0); }
-static void test_kernel_gated_normalised(void **s) { (void)s; kernel_vs_recurrence(1, 1); }
+static void test_kernel_gated(void **s) { (void)s; kernel_vs_recurrence(0, 1, 0); }
+static void test_kernel_ungated(void **s) { (void)s; kernel_vs_recurrence(0, 0, 0); }
+static void test_kernel_normalised(void **s) { (void)s; kernel_vs_recurrence(1, 0, 0); }
+static void test_kernel_gated_normalised(void **s) { (void)s; kernel_vs_recurrence(1, 1, 0); }
+static void test_kernel_parallel(void **s)
+{
+    (void)s;
+    kernel_vs_recurrence(0, 1, 1);
+    kernel_vs_recurrence(1, 0, 1);
+}
 
 /* The ungated kernel (g NULL) and the gated one with every decay 1 (g = 0) agree. */
 static void test_ungated_is_gated_with_decay_one(void **s)
 {
     (void)s;
     for (int normalize = 0; normalize <= 1; normalize++) {
-        problem pr = problem_new(normalize, 1, 70), *p = &pr;
+        problem pr = problem_new(normalize, 1, 0, 70), *p = &pr;
         int Vw = p->V + normalize;
         size_t nk = (size_t)p->B * p->T * p->H * p->K, nv = (size_t)p->B * p->T * p->H * p->V;
         size_t ncs = (size_t)p->B * p->H * 5 * p->K * Vw, nden = (size_t)p->B * p->T * p->H;
@@ -428,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_kernel_ungated),
         cmocka_unit_test(test_kernel_normalised),
         cmocka_unit_test(test_kernel_gated_normalised),
+        cmocka_unit_test(test_kernel_parallel),
         cmocka_unit_test(test_ungated_is_gated_with_decay_one),
         cmocka_unit_test(test_gradients_elu1),
         cmocka_unit_test(test_gradients_relu),

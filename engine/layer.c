@@ -11,8 +11,13 @@
 int pf_layer_add_param(pf_layer *l, const char *name, int ndim, const int *shape, pf_init init,
                        float init_arg, int decay, float **value, float **grad)
 {
-    if (l->n_params >= PF_MAX_PARAMS)
-        return pf_error("%s: more than %d parameters", l->kind->name, PF_MAX_PARAMS);
+    if (l->n_params == l->cap_params) {
+        int cap = l->cap_params ? 2 * l->cap_params : 8;
+        pf_layer_param *grown = realloc(l->params, (size_t)cap * sizeof *grown);
+        if (!grown) return pf_error("%s: out of memory for parameter %s", l->kind->name, name);
+        l->params = grown;
+        l->cap_params = cap;
+    }
     size_t n = pf_shape_numel(ndim, shape);
     if (n == 0) return pf_error("%s: parameter %s has an empty or too large shape", l->kind->name, name);
     pf_layer_param *p = &l->params[l->n_params++];
@@ -47,6 +52,7 @@ pf_layer *pf_layer_create(const pf_layer_kind *kind, const pf_config *cfg, int d
     else pf_config_init(&l->cfg, kind->options, kind->n_options);
     if (kind->create(l) < 0) {
         if (kind->destroy) kind->destroy(l);
+        free(l->params);
         free(l);
         return NULL;
     }
@@ -57,6 +63,7 @@ void pf_layer_destroy(pf_layer *l)
 {
     if (!l) return;
     if (l->kind->destroy) l->kind->destroy(l);
+    free(l->params);
     free(l);
 }
 

@@ -22,8 +22,6 @@
 #include "engine/tensor.h"
 #include "kernels/kernels.h"
 
-#define PF_MAX_PARAMS 24
-
 typedef struct pf_layer pf_layer;
 
 typedef enum pf_init {
@@ -101,8 +99,8 @@ struct pf_layer {
     const pf_backend    *be;
     int                  dim;                /* C */
     pf_config            cfg;
-    pf_layer_param       params[PF_MAX_PARAMS];
-    int                  n_params;
+    pf_layer_param      *params;             /* (n_params) registered at create, in bind order */
+    int                  n_params, cap_params;
     size_t               numel;              /* floats in all parameters */
     int                  train;              /* 1 while training (jitter, dropout, history probes) */
     uint64_t             seed;               /* per-layer seed for anything random at run time */
@@ -113,7 +111,7 @@ struct pf_layer {
 
 /* ---- for layer kinds ------------------------------------------------------------------------- */
 
-/* Register a parameter; value/grad receive the views at bind. -1 when the table is full. */
+/* Register a parameter; value/grad receive the views at bind. -1 when out of memory. */
 int pf_layer_add_param(pf_layer *l, const char *name, int ndim, const int *shape, pf_init init,
                        float init_arg, int decay, float **value, float **grad);
 

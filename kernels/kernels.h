@@ -257,6 +257,25 @@ typedef struct pf_backend {
     void (*rmsnorm_gated_backward)(float *dy, float *dz, int ldz, float *dw, const float *dout,
                                    const float *y, const float *z, const float *w, const float *rstd,
                                    int rows, int E);
+    /* linear attention and GLA: chunkwise (gated) linear attention, per (batch, head)
+     *   S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T,  n_t = scale * S_t^T q_t,  S (K, Vw)
+     *   out_t = n_t, or with normalize: out_t[j] = n_t[j] / (n_t[V] + eps), where a 1 is appended to
+     *   every v (Vw = V + 1) so that column V of S is the normaliser z_t = sum of decayed k's.
+     * q, k, g (B, T, H, K); v, out (B, T, H, V). g: log-decay per key (<= 0), or NULL: no decay (the
+     * ungated form). chunk: tokens per chunk (any T). chunk_states (B, H, ceil(T/chunk), K, Vw): the
+     * state before each chunk, kept for backward (NULL: not kept); den (B, T, H): the denominators
+     * (normalize only; NULL: not kept). state (B, H, K, Vw): read as the state before token 0 and
+     * overwritten with the state after the last token (NULL: start from zeros, keep nothing); a
+     * one-token step is a call with T = 1. -1 with pf_error when out of memory. */
+    int (*linattn_forward)(float *out, float *chunk_states, float *den, float *state, const float *q,
+                           const float *k, const float *v, const float *g, int B, int T, int H, int K,
+                           int V, int chunk, float scale, int normalize, float eps);
+    /* Gradients of a forward from a zero state, given its out, chunk_states and den: dq, dk (B, T, H, K),
+     * dv (B, T, H, V) and dg (B, T, H, K, only when g is not NULL) overwritten. */
+    int (*linattn_backward)(float *dq, float *dk, float *dv, float *dg, const float *dout,
+                            const float *out, const float *chunk_states, const float *den,
+                            const float *q, const float *k, const float *v, const float *g, int B,
+                            int T, int H, int K, int V, int chunk, float scale, int normalize);
     /* ---- mixture of experts (issue 4) ------------------------------------------------------ */
     /* N tokens (rows), E experts, K slots per token (top_k for token choice, E for expert choice),
      * R grouped rows (a token once per expert that takes it; expert e's rows are contiguous).

@@ -203,11 +203,6 @@ static int moe_create(pf_layer *l)
     }
     if (m->k > m->E)
         return pf_error("moe: option 'top_k' must be in [1, experts = %d], got %d", m->E, m->k);
-    int per_expert = m->act == ACT_SWIGLU ? 3 : 4, n_params = 1 + (m->E + m->S) * per_expert;
-    if (n_params > PF_MAX_PARAMS)
-        return pf_error("moe: %d experts + %d shared (%s) need %d parameter tensors, more than the %d "
-                        "a layer holds (PF_MAX_PARAMS)", m->E, m->S, m->act == ACT_SWIGLU ? "swiglu" : "gelu",
-                        n_params, PF_MAX_PARAMS);
 
     int C = l->dim, E = m->E;
     m->experts = calloc((size_t)E, sizeof *m->experts);

@@ -8,6 +8,8 @@ extern const pf_layer_kind pf_layer_mamba2;
 extern const pf_layer_kind pf_layer_s4d;
 extern const pf_layer_kind pf_layer_retention;
 extern const pf_layer_kind pf_layer_moe;
+extern const pf_layer_kind pf_layer_linear_attention;
+extern const pf_layer_kind pf_layer_gla;
 
 const pf_layer_kind *const pf_layer_kinds[] = {
     &pf_layer_mlp,
@@ -17,5 +19,7 @@ const pf_layer_kind *const pf_layer_kinds[] = {
     &pf_layer_s4d,
     &pf_layer_retention,
     &pf_layer_moe,
+    &pf_layer_linear_attention,
+    &pf_layer_gla,
     NULL,
 };

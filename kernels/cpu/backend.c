@@ -64,6 +64,8 @@ const pf_backend pf_backend_cpu = {
     .ssd_step = cpu_ssd_step,
     .rmsnorm_gated_forward = cpu_rmsnorm_gated_forward,
     .rmsnorm_gated_backward = cpu_rmsnorm_gated_backward,
+    .linattn_forward = cpu_linattn_forward,
+    .linattn_backward = cpu_linattn_backward,
     /* mixture of experts (issue 4) */
     .moe_jitter = cpu_moe_jitter,
     .moe_route = cpu_moe_route,

@@ -13,6 +13,14 @@ void cpu_gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, 
             for (int j = 0; j < n; j++) c[(long)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(long)i * ldc + j];
         return;
     }
+    if (m == 1) {
+        /* one row (every step's projections): a matrix-vector product, which OpenBLAS does without
+         * packing the whole matrix first as sgemm would */
+        int inc_a = ta ? lda : 1;
+        if (tb) cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, alpha, b, ldb, a, inc_a, beta, c, 1);
+        else cblas_sgemv(CblasRowMajor, CblasTrans, k, n, alpha, b, ldb, a, inc_a, beta, c, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
                 alpha, a, lda, b, ldb, beta, c, ldc);
 }

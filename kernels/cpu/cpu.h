@@ -141,5 +141,13 @@ void cpu_moe_router_backward(float *dlogits, const float *probs, const float *ls
                              const float *w, const float *dw, const float *aux_grad, float z_coef,
                              int N, int E, int K, int renorm);
 void cpu_moe_router_stats(float *stats, const float *probs, const float *lse, int N, int E);
+/* linear_attention.c */
+int cpu_linattn_forward(float *out, float *chunk_states, float *den, float *state, const float *q,
+                        const float *k, const float *v, const float *g, int B, int T, int H, int K,
+                        int V, int chunk, float scale, int normalize, float eps);
+int cpu_linattn_backward(float *dq, float *dk, float *dv, float *dg, const float *dout,
+                         const float *out, const float *chunk_states, const float *den,
+                         const float *q, const float *k, const float *v, const float *g, int B,
+                         int T, int H, int K, int V, int chunk, float scale, int normalize);
 
 #endif

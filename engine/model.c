@@ -77,6 +77,7 @@ void pf_train_config_default(pf_train_config *c)
     c->beta2 = 0.95f;
     c->eps = 1e-8f;
     c->clip = 1.0f;
+    c->schedule_step = 0;
 }
 
 pf_model *pf_model_new(const pf_model_config *cfg)
@@ -611,7 +612,7 @@ int pf_model_train_step(pf_model *m, const int32_t *inputs, const int32_t *targe
     if (cfg->clip > 0 && norm > cfg->clip) be->scale(m->grads, (float)(cfg->clip / norm), m->n_params);
 
     int t = m->steps_taken + 1;
-    double lr = schedule_lr(cfg, t);
+    double lr = schedule_lr(cfg, cfg->schedule_step > 0 ? cfg->schedule_step : t);
     for (int s = 0; s < m->n_segments; s++) {
         const segment *g = &m->segments[s];
         be->adamw(m->params + g->offset, m->grads + g->offset, m->adam_m + g->offset,

@@ -372,6 +372,7 @@ static int blame_non_finite(pf_model *m, int rows, const char *when)
 {
     size_t C = (size_t)m->cfg.dim;
     const pf_backend *be = m->be;
+    PF_TRY(be->sync()); /* a device fault reads as NaN: report the fault, not a layer */
     if (!isfinite(be->sumsq(m->x, (size_t)rows * C)))
         return pf_error("the embedding produced a non-finite value in %s", when);
     for (int i = 0; i < m->n_blocks; i++) {
@@ -580,6 +581,7 @@ int pf_model_evaluate(pf_model *m, const int32_t *inputs, const int32_t *targets
 static int blame_gradient(pf_model *m)
 {
     const pf_backend *be = m->be;
+    PF_TRY(be->sync());
     for (int i = m->n_blocks - 1; i >= 0; i--) {
         pf_layer *l = m->blocks[i].layer;
         for (int p = 0; p < l->n_params; p++)

@@ -79,7 +79,7 @@ static uint32_t utf8_next(const char **s)
 int grid_text(tui_grid *g, int x, int y, int maxw, tui_color fg, tui_color bg, int attr, const char *s)
 {
     int n = 0;
-    while (*s && n < maxw) {
+    while (*s && n < maxw && x + n < g->w) {
         uint32_t c = utf8_next(&s);
         if (c == '\t') c = ' ';
         if (c < 0x20 || c == 0x7f) c = '?';

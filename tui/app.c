@@ -160,6 +160,10 @@ static void draw_status(app *a, tui_grid *g)
     const char *hint = a->mode == MODE_KEYS ? "Enter: Lua  :: command  s: step  r: run  j/k: layer  ?: help  q: quit"
                                             : "Esc: back to keys  Tab: complete  Ctrl-C: interrupt  F1: help";
     int hl = (int)strlen(hint);
+    if (g->w - x <= hl + 1) {
+        hint = a->mode == MODE_KEYS ? "Enter: Lua  ?: help  q: quit" : "Esc: keys  F1: help";
+        hl = (int)strlen(hint);
+    }
     if (g->w - x > hl + 1) grid_text(g, g->w - hl - 1, 0, hl, TC_RGB(200, 200, 210), bg, attr, hint);
 }
 
@@ -702,12 +706,14 @@ int tui_bench(lua_State *L, const char *script, int W, int H)
         }
     }
     double live_tps = (a->w.tokens - tok0) / (app_clock() - t0);
+    char colors[32];
+    snprintf(colors, sizeof colors, "%s", screen_color_name());
     screen_close();
     fclose(out);
     fclose(in);
     printf("{\"redraw_fps\": %.1f, \"width\": %d, \"height\": %d, \"colors\": \"%s\", "
            "\"step_tokens_per_s_headless\": %.0f, \"step_tokens_per_s_live\": %.0f, \"live_frames\": %d}\n",
-           fps, W, H, "256", head_tps, live_tps, live_frames);
+           fps, W, H, colors, head_tps, live_tps, live_frames);
     app_free(a);
     return ok ? 0 : 1;
 }

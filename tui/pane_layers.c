@@ -41,7 +41,7 @@ static void draw(pane *p, app *a, tui_grid *g)
     }
     int wide = cw >= 40;
     grid_text(g, x, y, cw, UI_DIM, TC_DEFAULT, TA_UNDERLINE,
-              wide ? " # kind          params  state   FLOP/t" : " # kind       params state");
+              wide ? " # kind          params  state   FLOP/t" : " # kind     params state");
     y++;
     int rows = p->h - 4;
     int first = w->focus >= rows ? w->focus - rows + 1 : 0;
@@ -52,7 +52,7 @@ static void draw(pane *p, app *a, tui_grid *g)
         bytes(st, sizeof st, b->state_bytes);
         si(fl, sizeof fl, b->flops);
         if (wide) snprintf(line, sizeof line, "%2d %-12.12s %7s %6s %7s%s", i + 1, b->kind, pa, st, fl, b->shares ? " =" : "");
-        else snprintf(line, sizeof line, "%2d %-9.9s %6s %5s", i + 1, b->kind, pa, st);
+        else snprintf(line, sizeof line, "%2d %-9.9s%6s %5s", i + 1, b->kind, pa, st);
         int focused = i == w->focus;
         if (focused) grid_fill(g, x, y, cw, 1, ' ', TC_DEFAULT, TC_RGB(50, 70, 110), g->mono ? TA_REVERSE : 0);
         grid_text(g, x, y, cw, focused ? TC_RGB(255, 255, 255) : TC_DEFAULT, focused ? TC_RGB(50, 70, 110) : TC_DEFAULT,

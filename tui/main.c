@@ -38,8 +38,8 @@ static const char *progname = "postformer";
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s [options] [run] FILE.lua [ARGS...]\n"
-            "       %s [options]\n"
+            "usage: %s [options] [FILE.lua [ARGS...]]      the playground (the tour without FILE)\n"
+            "       %s [options] run FILE.lua [ARGS...]    FILE headless\n"
             "\n"
             "Opens the terminal playground and runs FILE.lua in it (with no FILE: the tour,\n"
             "examples/tour.lua). `run` runs FILE headless instead: plain output and an exit status.\n"

@@ -124,6 +124,17 @@ keys Enter
 wait_for "line	3|line +3" 5
 check $? "multi-line input runs when the chunk is complete"
 
+keys -l "pf.tas"
+keys Tab
+wait_for "│> pf\.tasks" 5
+r1=$?
+keys C-u
+keys -l "m:tra"
+keys Tab
+wait_for "│> m:train" 5
+check $((r1 + $?)) "Tab completes globals' fields and a userdata's methods"
+keys C-u
+
 keys Escape
 keys "?"
 wait_for "Help: keys" 5
@@ -169,6 +180,19 @@ check $? "the terminal is left sane (stty -a shows icanon and echo)"
 
 grep -q "^1+1$" "$TMP/state/postformer/history" 2>/dev/null
 check $? "the history is saved under \$XDG_STATE_HOME/postformer/history"
+
+# ---- a fatal signal ------------------------------------------------------------------------------
+start small.lua
+wait_for "small model ready" 20
+shell=$($T display -p -t pf '#{pane_pid}')
+pid=$(pgrep -P "$shell" postformer)
+[ -n "$pid" ] && kill -SEGV "$pid"
+wait_for "EXITED rc=139" 5
+r1=$?
+wait_for "echoctl" 5
+out=$(capture)
+echo "$out" | grep -q " icanon " && echo "$out" | grep -q " echo " && ! echo "$out" | grep -q " -icanon "
+check $((r1 + $?)) "after SIGSEGV the terminal is restored and the signal re-raised (status 139)"
 
 # ---- the tour ------------------------------------------------------------------------------------
 start

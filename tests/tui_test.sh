@@ -154,6 +154,12 @@ r=0
 for title in "Layers" "Tokens" "Probes" "Log"; do capture | grep -q "$title" || r=1; done
 check $((r + r1)) "survives a resize to 80x24 and keeps working"
 
+keys :
+keys -l "step 2"
+keys Enter
+wait_for "position 5/16" 5
+check $? ":step 2 (a command typed after ':') steps two tokens"
+
 $T resize-window -t pf -x 200 -y 60
 sleep 0.5
 keys k

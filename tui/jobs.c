@@ -8,6 +8,7 @@
  * a hook that raises "interrupted!" (the count hook also reads keys while Lua runs, so a busy loop
  * that cannot yield still sees Ctrl-C). Errors come back with their traceback to the log. */
 #include <lauxlib.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include "tui/app.h"
 
 static app *the_app;   /* for the hook, which gets only the lua_State */
+static lua_State *volatile running_co;   /* the job being resumed now, for SIGINT */
 
 enum { HOOK_COUNT = 2000 };
 
@@ -34,6 +36,23 @@ static void job_hook(lua_State *L, lua_Debug *ar)
     if (lua_isyieldable(L)) lua_yield(L, 0);
     /* cannot yield here (inside a C call): look at the keys again after another slice */
     a->slice_start = now;
+}
+
+/* SIGINT from outside (kill -INT; the terminal's own Ctrl-C arrives as a key in raw mode): as
+ * lua.c, a hook on the running job raises "interrupted!"; lua_sethook is safe in a handler. */
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, job_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    luaL_error(L, "interrupted!");
+}
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    the_app->interrupt = 1;
+    lua_State *co = running_co;
+    if (co) lua_sethook(co, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
 }
 
 /* ---- jobs ------------------------------------------------------------------------------------- */
@@ -118,7 +137,9 @@ void jobs_run(app *a, double slice_ms)
         int nres = 0;
         a->slice_ms = slice_ms;
         a->slice_start = app_clock();
+        running_co = co;
         int status = lua_resume(co, a->L, 0, &nres);
+        running_co = NULL;
         if (status == LUA_YIELD) {
             lua_pop(co, nres);
             continue;
@@ -261,6 +282,11 @@ void jobs_open(app *a)
 {
     lua_State *L = a->L;
     the_app = a;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
     lua_getglobal(L, "pf");
     int pf = lua_gettop(L);
     if (!lua_istable(L, pf)) {

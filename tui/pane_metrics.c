@@ -68,9 +68,6 @@ static void draw(pane *p, app *a, tui_grid *g)
     y += curve(g, x, y, cw, each, "loss", &w->loss, TC_RGB(255, 170, 90), 0);
     if (bottom - y >= 2) y += curve(g, x, y, cw, each, "acc", &w->acc, UI_GOOD, 1);
     if (has_aux && bottom - y >= 2) curve(g, x, y, cw, bottom - y, "aux", &w->aux, TC_RGB(200, 140, 255), 0);
-    if (g->w > 0 && w->train_step == 0 && a->fps > 0 && bottom - y > 0) {
-        /* nothing */
-    }
 }
 
 const pane_class pane_metrics_class = {.name = "metrics", .draw = draw};

@@ -140,14 +140,11 @@ static void keys_of_table(lua_State *L, int idx, const char *prefix, const char 
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) == LUA_TSTRING) {
             const char *k = lua_tostring(L, -2);
-            if (strncmp(k, part, plen) == 0 && (!methods || lua_isfunction(L, -1)) && k[0] != '_') {
+            /* names starting with _ only when asked for */
+            if (strncmp(k, part, plen) == 0 && (k[0] != '_' || part[0] == '_') && (!methods || lua_isfunction(L, -1))) {
                 char buf[512];
                 snprintf(buf, sizeof buf, "%s%s", prefix, k);
                 add_match(buf);
-            } else if (strncmp(k, part, plen) == 0 && plen > 0 && k[0] == '_') {
-                char buf[512];
-                snprintf(buf, sizeof buf, "%s%s", prefix, k);
-                if (!methods || lua_isfunction(L, -1)) add_match(buf);
             }
         }
         lua_pop(L, 1);

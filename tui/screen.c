@@ -17,6 +17,7 @@
 static struct {
     int           open;
     SCREEN       *scr;
+    FILE         *out;          /* where curses writes */
     int           in_fd;
     struct termios saved;       /* the terminal as we found it, for the fatal-signal path */
     int           have_saved;
@@ -35,10 +36,16 @@ enum { PAIR_SLOTS = 1 << 17 };
 
 static const int fatal_signals[] = {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGTERM, SIGHUP};
 
+static int out_char(int c) { return putc(c, S.out); }
+
 static void restore_terminal(void)
 {
     if (!S.open) return;
     S.open = 0;
+    if (S.mode == SCREEN_PALETTE) {   /* the palette we redefined goes back to the terminal's own */
+        char *oc = tigetstr("oc");
+        if (oc && oc != (char *)-1) tputs(oc, 1, out_char);
+    }
     endwin();
     if (S.have_saved) tcsetattr(S.in_fd, TCSANOW, &S.saved);
 }
@@ -229,6 +236,7 @@ int screen_open(FILE *in, FILE *out, const char *term)
     in = in ? in : stdin;
     out = out ? out : stdout;
     S.in_fd = fileno(in);
+    S.out = out;
     S.have_saved = tcgetattr(S.in_fd, &S.saved) == 0;
     S.scr = newterm(term, out, in);
     if (!S.scr) {

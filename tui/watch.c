@@ -455,9 +455,8 @@ int watch_step(app *a)
     }
     if ((!w->inputs || w->pos >= w->T) && new_sequence(a) < 0) return -1;
     int i = w->pos;
-    if (!w->task_ref || w->task_ref == LUA_NOREF) {
-        if (i > 0 && w->pred[i - 1] >= 0) w->inputs[i] = w->pred[i - 1];
-    }
+    if (strcmp(w->task_name, "generate") == 0 && i > 0 && w->pred[i - 1] >= 0)
+        w->inputs[i] = w->pred[i - 1];   /* no task: the model's own prediction comes next */
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->model_ref);
     lua_pushinteger(L, w->inputs[i]);

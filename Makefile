@@ -5,6 +5,8 @@
 #   make run        deps + build, then open the default demo (examples/tour.lua)
 #   make test       deps + build, then every test; the last line is "N passed, N failed"
 #   make bench      deps + build, then the benchmarks beside PyTorch (Debian's python3-torch)
+#   make test-gpu   the cuda backend against the cpu, kernel by kernel (tests/gpu/test_parity.c);
+#                   prints "skipped: no GPU" and succeeds where there is none
 #   make SAN=1 ...  the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build-san/)
 #   make clean
 #
@@ -54,8 +56,10 @@ ifneq ($(NVCC),)
 ifneq ($(CUDA_SRC),)
 CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS     += -DPF_HAVE_CUDA
-NVCCFLAGS  := -O3 -std=c++17 -I. -Xcompiler -fPIC -Xcompiler -Wall --expt-relaxed-constexpr \
-              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 -DPF_HAVE_CUDA
+# machine code for Ampere (sm_80) and Hopper (sm_90, the H100/H200), PTX of compute_90 for newer
+NVCCFLAGS  := -O3 -std=c++20 -I. -Xcompiler -fPIC -Xcompiler -Wall -Xcompiler -Wextra -Werror all-warnings \
+              --expt-relaxed-constexpr -gencode arch=compute_80,code=sm_80 \
+              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -DPF_HAVE_CUDA -MMD -MP
 CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
 LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
@@ -73,7 +77,7 @@ BIN := $(BUILD)/postformer
 
 BENCH := $(BUILD)/bench
 
-.PHONY: all deps bench-deps run test bench clean
+.PHONY: all deps bench-deps run test bench clean test-gpu
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -96,13 +100,19 @@ bench-deps: deps
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# Objects depend on the flags they were compiled with: a change of flags (PF_HAVE_CUDA appearing,
+# SAN, ...) rebuilds everything instead of linking objects built for another configuration.
+FLAGS_STAMP := $(BUILD)/flags.stamp
+FLAGS_NOW   := $(CC) $(CFLAGS) | $(NVCC) $(NVCCFLAGS)
+$(shell mkdir -p $(BUILD); [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS_NOW)' ] || echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
+
 # ---- objects ------------------------------------------------------------------------------------
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.cu
+$(BUILD)/obj/%.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "  NVCC  $<"
 	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
@@ -145,6 +155,15 @@ test: deps
 bench: bench-deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh
+
+# cpu against cuda, kernel by kernel and on a small model; "skipped: no GPU" where there is none
+GPU_TEST := $(BUILD)/tests/gpu/test_parity
+$(GPU_TEST): $(BUILD)/obj/tests/gpu/test_parity.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+test-gpu: $(GPU_TEST)
+	$(GPU_TEST)
 
 clean:
 	rm -rf build build-san

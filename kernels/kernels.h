@@ -27,6 +27,42 @@ typedef enum pf_act {
 /* Tile classes written by the attention forward into its tile map. */
 enum { PF_TILE_SKIPPED = 0, PF_TILE_PARTIAL = 1, PF_TILE_FULL = 2 };
 
+/* A selective scan (recurrent-state layers, issue 3): B sequences of T tokens (row r = b*T + t), E
+ * channels of N states each. Per channel e, with h_{-1} = state (or zeros):
+ *   Δ_t = softplus(dt[r, e] + dt_bias[e])  when dt_softplus,  else  exp(dt[r, e])   (S4D's log_dt)
+ *   A   = -exp(A_log[e, :]);   h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t x_t B_t;   y_t = C_t · h_t + D[e] x_t
+ * Δ, B and C are addressed by strides, so one kernel serves the selective form (Mamba: per token,
+ * B and C shared by the channels) and the time-invariant one (S4D: per channel, token stride 0). */
+typedef struct pf_ssm_scan {
+    int B, T, E, N;
+    int chunk;                        /* h is saved entering every `chunk` tokens; backward recomputes between */
+    const float *x;                   /* (B*T, E) */
+    const float *dt; int dt_tok;      /* element (r, e) at dt[r*dt_tok + e]; dt_tok 0: (E) per channel */
+    const float *dt_bias;             /* (E) or NULL */
+    int dt_softplus;                  /* 1: Δ = softplus(dt + dt_bias); 0: Δ = exp(dt) */
+    const float *A_log;               /* (E, N) */
+    const float *Bm; int b_tok, b_chan; /* B_t[n] of channel e at Bm[r*b_tok + e*b_chan + n] */
+    const float *Cm; int c_tok, c_chan; /* likewise for C */
+    const float *D;                   /* (E) or NULL */
+    float *y; int y_ld;               /* (B*T, y_ld) written by forward */
+    float *hsave;                     /* (B, ceil(T/chunk), E, N) h entering each chunk: written by forward
+                                         (NULL: no backward follows), read by backward */
+    float *state;                     /* (B, E, N) or NULL: initial h, replaced by the last h (forward) */
+} pf_ssm_scan;
+
+/* Gradients of a pf_ssm_scan for the loss with dL/dy = dy. dx is overwritten; the rest are
+ * accumulated (+=) in the layout of their operand (they may be parameters, as in S4D, or activations,
+ * as in Mamba: then the caller zeroes them). ddt is the gradient with respect to dt before the bias
+ * (so also dt_bias's, which the caller sums over rows). */
+typedef struct pf_ssm_scan_grad {
+    const float *dy; int dy_ld;       /* (B*T, dy_ld) */
+    float *dx;                        /* (B*T, E) */
+    float *ddt;                       /* as dt */
+    float *dA_log;                    /* (E, N) */
+    float *dB, *dC;                   /* as Bm, Cm */
+    float *dD;                        /* (E); NULL when D is */
+} pf_ssm_scan_grad;
+
 typedef struct pf_backend {
     const char *name;                          /* "cpu", "cuda" */
 
@@ -179,7 +215,96 @@ typedef struct pf_backend {
                                          const float *dh, const float *o, const float *g, int ldg,
                                          const float *w, const float *b, const float *mean,
                                          const float *rstd, int B, int T, int H, int dv);
+    /* Causal depthwise conv1d over time (torch Conv1d groups=E, padding K-1, first T outputs):
+     * out (B*T, E) = bias[e] + sum_k w[e, k] x[t - K + 1 + k, e]; x (B*T, ldx); w (E, K); bias (E) or
+     * NULL; state (B, K-1, E) or NULL: the K-1 inputs before the first token (oldest first; NULL:
+     * zeros), replaced by the last K-1 inputs (this is how step carries the conv's window). */
+    void (*conv1d_causal_forward)(float *out, const float *x, int ldx, const float *w,
+                                  const float *bias, float *state, int B, int T, int E, int K);
+    /* zeros before the first token; dx (B*T, lddx) overwritten; dw (E, K), dbias (E) += (or NULL) */
+    void (*conv1d_causal_backward)(float *dx, int lddx, float *dw, float *dbias, const float *dout,
+                                   const float *x, int ldx, const float *w, int B, int T, int E, int K);
+    /* The scan of pf_ssm_scan (above), in time order per (sequence, channel); never holds all
+     * (T, E, N) states. -1 with pf_error on allocation failure. */
+    int (*ssm_scan_forward)(const pf_ssm_scan *s);
+    /* After ssm_scan_forward on the same s (with hsave); fills g as documented there. */
+    int (*ssm_scan_backward)(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
+    /* mamba2 (SSD, kernels/cpu/ssd.c). Bn batch, T tokens, H heads, P head dim, N state, Q chunk;
+     * one group: B and C are shared by all heads. Per head: Δ = softplus(dt + dt_bias), A = -exp(A_log),
+     * h_t = exp(Δ_t A) h_{t-1} + Δ_t x_t B_tᵀ (P, N), y_t = h_t C_t + D x_t.
+     * x (Bn, T, H*P) at row stride ldx; dt (Bn, T, H) raw, at row stride ldt; Bm, Cm (Bn, T, N) at
+     * row stride ldbc; dt_bias, A_log, D (H). y (Bn, T, H*P) contiguous; states (Bn, H, ceil(T/Q), P, N)
+     * the state entering each chunk, written by forward for backward. -1 with pf_error on no memory. */
+    int (*ssd_forward)(float *y, float *states, const float *x, int ldx, const float *dt, int ldt,
+                       const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                       const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+    /* dx, ddt, dB, dC: the layouts and strides of x, dt, Bm, Cm (overwritten); dhead (Bn, 3H)
+     * overwritten with each sequence's [d dt_bias | d A_log | d D] (sum it over Bn). */
+    int (*ssd_backward)(float *dx, float *ddt, float *dB, float *dC, float *dhead, const float *dy,
+                        const float *states, const float *x, int ldx, const float *dt, int ldt,
+                        const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                        const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+    /* One token: state (H, P, N) updated in place; x (H*P), dt (H) raw, Bv, Cv (N); y (H*P);
+     * delta (H) = Δ and decay (H) = exp(Δ A) of this token. */
+    void (*ssd_step)(float *y, float *state, float *delta, float *decay, const float *x,
+                     const float *dt, const float *Bv, const float *Cv, const float *dt_bias,
+                     const float *A_log, const float *D, int H, int P, int N);
+    /* Gated RMSNorm (norm_before_gate = False): out = rmsnorm(y * silu(z)) * w over E per row.
+     * y, out (rows, E); z (rows, E) at row stride ldz; w (E); rstd (rows) saved for backward. */
+    void (*rmsnorm_gated_forward)(float *out, float *rstd, const float *y, const float *z, int ldz,
+                                  const float *w, int rows, int E, float eps);
+    /* dy (rows, E) and dz (at row stride ldz) overwritten; dw (E) += */
+    void (*rmsnorm_gated_backward)(float *dy, float *dz, int ldz, float *dw, const float *dout,
+                                   const float *y, const float *z, const float *w, const float *rstd,
+                                   int rows, int E);
     /* ---- mixture of experts (issue 4) ------------------------------------------------------ */
+    /* N tokens (rows), E experts, K slots per token (top_k for token choice, E for expert choice),
+     * R grouped rows (a token once per expert that takes it; expert e's rows are contiguous).
+     * Index arrays are int32 on the device. */
+    /* Router jitter: out, noise (n) with noise[i] = uniform(1 - eps, 1 + eps) from a counter-based
+     * hash of (seed, counter, i), out = in * noise: the same numbers on every backend and thread count. */
+    void (*moe_jitter)(float *out, float *noise, const float *in, size_t n, float eps, uint64_t seed,
+                       uint64_t counter);
+    /* logits (N, E) -> probs (N, E) softmax, lse (N) logsumexp. With K > 0 also idx (N, K): the K
+     * most probable experts, best first (ties: lower expert id), and w (N, K) their gate weights:
+     * p renormalised over the K when renorm, else p itself. */
+    void (*moe_route)(float *probs, float *lse, int32_t *idx, float *w, const float *logits, int N,
+                      int E, int K, int renorm);
+    /* Token-choice grouping. Slots (t, j) are offered in priority order, j major then t (all first
+     * choices by token index, then all second choices, ...); expert idx[t, j] accepts while it holds
+     * fewer than cap slots (cap < 0: no limit). slot_row (N, K): the slot's grouped row, -1 when
+     * dropped. row_token, row_w (N*K, first R used): token and gate weight of each grouped row,
+     * rows of one expert in acceptance order. counts (2E + 1): kept per expert (E), chosen per expert
+     * before the limit (E), dropped slots (1). */
+    void (*moe_dispatch)(int32_t *slot_row, int32_t *row_token, float *row_w, int32_t *counts,
+                         const int32_t *idx, const float *w, int N, int E, int K, int cap);
+    /* Expert-choice grouping: expert e takes the c tokens with the largest probs[:, e] (ties: lower
+     * token index); its rows are [e*c, (e+1)*c), in token order. slot_row (N, E): row of (t, e) or
+     * -1; w (N, E): probs where taken, else 0; row_token, row_w (E*c); counts (2E + 1) as in
+     * moe_dispatch (kept = chosen = c; the last: tokens no expert took); scratch (E, 2N) int32. */
+    void (*moe_expert_choice)(int32_t *slot_row, float *w, int32_t *row_token, float *row_w,
+                              int32_t *counts, int32_t *scratch, const float *probs, int N, int E,
+                              int c);
+    /* out (R, C): row r = in[row_token[r]] * (scale ? scale[r] : 1); in (N, C). */
+    void (*moe_gather)(float *out, const float *in, const int32_t *row_token, const float *scale, int R,
+                       int C);
+    /* Weighted scatter back, one token at a time (no atomics): out[t] (=, or += when accumulate)
+     * sum over j < K with slot_row[t, j] >= 0 of (w ? w[t, j] : 1) * y[slot_row[t, j]];
+     * out (N, C), y (R, C), slot_row and w (N, K). A token with no row gets 0 (or is left). */
+    void (*moe_combine)(float *out, const float *y, const int32_t *slot_row, const float *w, int N,
+                        int K, int C, int accumulate);
+    /* dw (N, K) = <dout[t], y[slot_row[t, j]]>, 0 where slot_row is -1. */
+    void (*moe_gate_grad)(float *dw, const float *dout, const float *y, const int32_t *slot_row, int N,
+                          int K, int C);
+    /* Router backward, dlogits (N, E) overwritten. dw (N, K): gradient of the gate weights of the
+     * slots, whose experts are idx (N, K) (NULL: slot j is expert j) with weights w (N, K) as
+     * moe_route made them (renorm or not). aux_grad (E): a gradient added to every token's probs
+     * (the balance loss); z_coef: dlogits += z_coef * lse[t] * probs[t] (the z-loss). */
+    void (*moe_router_backward)(float *dlogits, const float *probs, const float *lse,
+                                const int32_t *idx, const float *w, const float *dw,
+                                const float *aux_grad, float z_coef, int N, int E, int K, int renorm);
+    /* stats (E + 2): sum over tokens of probs (E), of lse^2 (1), of the entropy -sum p log p (1). */
+    void (*moe_router_stats)(float *stats, const float *probs, const float *lse, int N, int E);
 } pf_backend;
 
 /* The cpu backend is always there. */

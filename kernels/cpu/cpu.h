@@ -98,5 +98,48 @@ void cpu_retention_norm_gate_backward(float *do_, float *dg, float *dw, float *d
                                       const float *dh, const float *o, const float *g, int ldg,
                                       const float *w, const float *b, const float *mean,
                                       const float *rstd, int B, int T, int H, int dv);
+/* ssm.c: causal depthwise conv1d and the selective scan (mamba, s4d) */
+void cpu_conv1d_causal_forward(float *out, const float *x, int ldx, const float *w,
+                               const float *bias, float *state, int B, int T, int E, int K);
+void cpu_conv1d_causal_backward(float *dx, int lddx, float *dw, float *dbias, const float *dout,
+                                const float *x, int ldx, const float *w, int B, int T, int E, int K);
+int  cpu_ssm_scan_forward(const pf_ssm_scan *s);
+int  cpu_ssm_scan_backward(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
+/* ssd.c (mamba2) */
+int  cpu_ssd_forward(float *y, float *states, const float *x, int ldx, const float *dt, int ldt,
+                     const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                     const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+int  cpu_ssd_backward(float *dx, float *ddt, float *dB, float *dC, float *dhead, const float *dy,
+                      const float *states, const float *x, int ldx, const float *dt, int ldt,
+                      const float *Bm, const float *Cm, int ldbc, const float *dt_bias,
+                      const float *A_log, const float *D, int Bn, int T, int H, int P, int N, int Q);
+void cpu_ssd_step(float *y, float *state, float *delta, float *decay, const float *x, const float *dt,
+                  const float *Bv, const float *Cv, const float *dt_bias, const float *A_log,
+                  const float *D, int H, int P, int N);
+void cpu_rmsnorm_gated_forward(float *out, float *rstd, const float *y, const float *z, int ldz,
+                               const float *w, int rows, int E, float eps);
+void cpu_rmsnorm_gated_backward(float *dy, float *dz, int ldz, float *dw, const float *dout,
+                                const float *y, const float *z, const float *w, const float *rstd,
+                                int rows, int E);
+
+/* moe.c */
+void cpu_moe_jitter(float *out, float *noise, const float *in, size_t n, float eps, uint64_t seed,
+                    uint64_t counter);
+void cpu_moe_route(float *probs, float *lse, int32_t *idx, float *w, const float *logits, int N, int E,
+                   int K, int renorm);
+void cpu_moe_dispatch(int32_t *slot_row, int32_t *row_token, float *row_w, int32_t *counts,
+                      const int32_t *idx, const float *w, int N, int E, int K, int cap);
+void cpu_moe_expert_choice(int32_t *slot_row, float *w, int32_t *row_token, float *row_w,
+                           int32_t *counts, int32_t *scratch, const float *probs, int N, int E, int c);
+void cpu_moe_gather(float *out, const float *in, const int32_t *row_token, const float *scale, int R,
+                    int C);
+void cpu_moe_combine(float *out, const float *y, const int32_t *slot_row, const float *w, int N, int K,
+                     int C, int accumulate);
+void cpu_moe_gate_grad(float *dw, const float *dout, const float *y, const int32_t *slot_row, int N,
+                       int K, int C);
+void cpu_moe_router_backward(float *dlogits, const float *probs, const float *lse, const int32_t *idx,
+                             const float *w, const float *dw, const float *aux_grad, float z_coef,
+                             int N, int E, int K, int renorm);
+void cpu_moe_router_stats(float *stats, const float *probs, const float *lse, int N, int E);
 
 #endif

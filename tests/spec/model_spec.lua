@@ -10,12 +10,14 @@ local function small(seed)
   return pf.model { vocab = 16, dim = 16, seed = seed or 1, layers = { pf.mlp { hidden = 32 }, pf.mlp { act = "gelu" } } }
 end
 
+-- max |a - b| over max |b|, as tests/c/layer_check.c measures it
 local function max_rel_diff(a, b)
-  local worst = 0
+  local diff, scale = 0, 0
   for i = 1, #a do
-    worst = math.max(worst, math.abs(a[i] - b[i]) / math.max(1e-6, math.abs(b[i])))
+    diff = math.max(diff, math.abs(a[i] - b[i]))
+    scale = math.max(scale, math.abs(b[i]))
   end
-  return worst
+  return diff / math.max(scale, 1e-30)
 end
 
 describe("m:forward and m:step", function()
@@ -154,5 +156,40 @@ describe("m:generate", function()
     assert.same(a, b)
     assert.truthy(error_of(m.generate, m, { 1 }, 3, { temp = 1 }):find("unknown option 'temp'", 1, true))
     assert.truthy(error_of(m.generate, m, {}, 3):find("prompt", 1, true))
+  end)
+end)
+
+describe("a hybrid model (attention and mlp)", function()
+  local m = pf.model { vocab = 24, dim = 32, seed = 2,
+    layers = { pf.attention { heads = 4, tile = 8 }, pf.mlp {}, pf.attention { heads = 2, kv_heads = 1 }, pf.mlp {} } }
+  local seq = {}
+  for i = 1, 40 do seq[i] = (i * i + 3) % 24 end
+
+  it("steps to the forward logits over 40 tokens", function()
+    local logits = m:forward(seq)
+    m:reset()
+    local worst = 0
+    for t, id in ipairs(seq) do worst = math.max(worst, max_rel_diff(m:step(id):totable(), logits[t]:totable())) end
+    assert.is_true(worst <= 1e-4, "max relative difference " .. worst)
+  end)
+
+  it("publishes the attention probes by name, with the documented shapes", function()
+    local names = m.layers[1]:probes()
+    table.sort(names)
+    for _, want in ipairs({ "kv_len", "tiles", "weights" }) do
+      local found = false
+      for _, n in ipairs(names) do found = found or n == want end
+      assert.is_true(found, want)
+    end
+    m:forward(seq)
+    local tiles = m.layers[1]:probe("tiles")
+    assert.same({ 5, 5 }, tiles:shape())        -- 40 tokens in tiles of 8
+    m:reset()
+    for i = 1, 7 do m:step(seq[i]) end
+    assert.equal(7, m.layers[3]:probe("kv_len")[1])
+    assert.same({ 2, 7 }, m.layers[3]:probe("weights"):shape())
+    local full = m.layers[1]:probes(true)
+    assert.is_string(full[1].shape)
+    assert.is_string(full[1].help)
   end)
 end)

@@ -1,0 +1,52 @@
+/* The cuda backend's kernel table: cuBLAS for products, own kernels for the rest (kernels/cuda/<family>.cu).
+ * C linkage, so the engine's C code finds it through kernels/kernels.h. Fields are in the order of
+ * pf_backend (C++ designated initializers must be); kernels not written for cuda yet stay NULL. */
+#include "kernels/cuda/cuda.h"
+
+/* kernels other helpers add to pf_backend before their cuda versions exist stay NULL on purpose */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+extern "C" const pf_backend pf_backend_cuda = {
+    .name = "cuda",
+    .init = cuda_init,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .copy = cuda_copy,
+    .zero = cuda_zero,
+    .sync = cuda_sync,
+
+    .gemm = cuda_gemm,
+    .gemm_batched = cuda_gemm_batched,
+
+    .add = cuda_add,
+    .axpy = cuda_axpy,
+    .scale = cuda_scale,
+    .fill = cuda_fill,
+    .mul = cuda_mul,
+    .act_forward = cuda_act_forward,
+    .act_backward = cuda_act_backward,
+    .bias_add = cuda_bias_add,
+    .bias_grad = cuda_bias_grad,
+    .sumsq = cuda_sumsq,
+
+    .embedding_forward = cuda_embedding_forward,
+    .embedding_backward = cuda_embedding_backward,
+
+    .rmsnorm_forward = cuda_rmsnorm_forward,
+    .rmsnorm_backward = cuda_rmsnorm_backward,
+    .layernorm_forward = cuda_layernorm_forward,
+    .layernorm_backward = cuda_layernorm_backward,
+
+    .swiglu_forward = cuda_swiglu_forward,
+    .swiglu_backward = cuda_swiglu_backward,
+
+    .rope = cuda_rope,
+    .attention_forward = cuda_attention_forward,
+    .attention_backward = cuda_attention_backward,
+    .attention_step = cuda_attention_step,
+
+    .cross_entropy = cuda_cross_entropy,
+    .adamw = cuda_adamw,
+};

@@ -1,0 +1,805 @@
+/* GPU parity: every kernel of the cuda backend against the cpu backend (and, for attention, against
+ * a plain double-precision reference written here), then a small model's logits and one training
+ * step's gradients on both devices.
+ *
+ * Inputs are fresh random numbers (never zeros); outputs that a kernel overwrites are poisoned with
+ * NaN on the GPU first, so an element left unwritten fails. Error: ||out - ref|| / ||ref|| in double,
+ * at most 1e-4 (float32, TF32 off); NaN fails. Sizes are deliberately not multiples of any tile.
+ * One line per check, then "N passed, N failed". Where no GPU answers: "skipped: no GPU", exit 0.
+ *
+ * Usage: test_parity [--bench|--no-bench [SEED]]   (--bench adds a timing of the attention forward) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/layer.h"
+#include "engine/model.h"
+#include "engine/rng.h"
+#include "kernels/kernels.h"
+
+#define TOL 1e-4
+
+static const pf_backend *G;                    /* cuda */
+static const pf_backend *const C = &pf_backend_cpu;
+static int n_pass, n_fail;
+static pf_rng rng;
+
+/* ---- buffers ----------------------------------------------------------------------------------- */
+
+enum { MAX_DEV = 512 };
+static void *dev_list[MAX_DEV];
+static int n_dev;
+
+static void *dev_track(void *p)
+{
+    if (!p) {
+        fprintf(stderr, "cuda alloc failed: %s\n", pf_error_message());
+        exit(2);
+    }
+    if (n_dev < MAX_DEV) dev_list[n_dev++] = p;
+    return p;
+}
+
+static void dev_free_all(void)
+{
+    for (int i = 0; i < n_dev; i++) G->free(dev_list[i]);
+    n_dev = 0;
+}
+
+static float *hrand(size_t n, double scale)
+{
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = (float)(pf_rng_normal(&rng) * scale);
+    return h;
+}
+
+static float *hcopy(const float *a, size_t n)
+{
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    memcpy(h, a, n * sizeof(float));
+    return h;
+}
+
+static void *dev_of(const void *h, size_t bytes)
+{
+    void *d = dev_track(G->alloc(bytes));
+    G->upload(d, h, bytes);
+    return d;
+}
+#define DEVF(h, n) ((float *)dev_of((h), (size_t)(n) * sizeof(float)))
+
+static float *dev_poison(size_t n)
+{
+    float *d = dev_track(G->alloc(n * sizeof(float)));
+    G->fill(d, NAN, n);
+    return d;
+}
+
+static float *fetch(const float *d, size_t n)
+{
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    G->download(h, d, n * sizeof(float));
+    return h;
+}
+
+/* ||out - ref|| / ||ref||; NaN or inf anywhere gives NaN */
+static double rel(const float *out, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(out[i]) || !isfinite(ref[i])) return NAN;
+        double d = (double)out[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* error of the GPU buffer d against the host reference */
+static double rel_dev(const float *d, const float *ref, size_t n)
+{
+    float *h = fetch(d, n);
+    double e = rel(h, ref, n);
+    free(h);
+    return e;
+}
+
+static void report(const char *name, const char *detail, double err)
+{
+    int ok = isfinite(err) && err <= TOL;
+    if (G->sync() < 0) {
+        ok = 0;
+        printf("%-22s %-34s FAIL (device: %s)\n", name, detail, pf_error_message());
+    } else {
+        printf("%-22s %-34s rel err %.2e  %s\n", name, detail, err, ok ? "ok" : "FAIL");
+    }
+    ok ? n_pass++ : n_fail++;
+    fflush(stdout);
+}
+
+static void report_exact(const char *name, const char *detail, int same)
+{
+    printf("%-22s %-34s %s\n", name, detail, same ? "identical  ok" : "DIFFERENT  FAIL");
+    same ? n_pass++ : n_fail++;
+}
+
+/* ---- memory ------------------------------------------------------------------------------------ */
+
+static void test_memory(void)
+{
+    size_t n = 100003;
+    float *h = hrand(n, 1.0);
+    float *d = dev_track(G->alloc(n * sizeof(float)));
+    float *z = fetch(d, n);
+    int zeroed = 1;
+    for (size_t i = 0; i < n; i++) zeroed &= z[i] == 0.0f;
+    G->upload(d, h, n * sizeof(float));
+    float *d2 = dev_poison(n);
+    G->copy(d2, d, n * sizeof(float));
+    double e = rel_dev(d2, h, n);
+    G->zero(d2 + 7, 1000 * sizeof(float));
+    float *back = fetch(d2, n);
+    int zero_ok = 1;
+    for (size_t i = 0; i < n; i++) zero_ok &= (i >= 7 && i < 1007) ? back[i] == 0.0f : back[i] == h[i];
+    report_exact("memory", "alloc zeroed", zeroed);
+    report("memory", "upload/copy/download", e);
+    report_exact("memory", "zero (a sub-range)", zero_ok);
+    /* out of memory: NULL with a message that names the size and suggests a smaller batch, and the
+     * device stays usable */
+    void *huge = G->alloc((size_t)1 << 46);
+    int oom_ok = huge == NULL && strstr(pf_error_message(), "out of GPU memory") &&
+                 strstr(pf_error_message(), "smaller batch");
+    printf("%-22s %-34s \"%.60s...\"\n", "memory", "64 TiB request", pf_error_message());
+    if (huge) G->free(huge);
+    float *after = dev_track(G->alloc(1024));
+    oom_ok &= after != NULL && G->sync() == 0;
+    report_exact("memory", "out of memory: clean error, usable", oom_ok);
+    free(h), free(z), free(back);
+    dev_free_all();
+}
+
+/* ---- gemm -------------------------------------------------------------------------------------- */
+
+static void gemm_case(int ta, int tb, int m, int n, int k, int batch)
+{
+    int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+    long sa = (long)(ta ? k : m) * lda + 5, sb = (long)(tb ? n : k) * ldb + 2, sc = (long)m * ldc + 1;
+    float alpha = 0.7f, beta = 0.3f;
+    float *a = hrand(sa * batch, 1), *b = hrand(sb * batch, 1), *c = hrand(sc * batch, 1);
+    float *da = DEVF(a, sa * batch), *db = DEVF(b, sb * batch), *dc = DEVF(c, sc * batch);
+    char detail[64];
+    if (batch == 1) {
+        C->gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        G->gemm(ta, tb, m, n, k, alpha, da, lda, db, ldb, beta, dc, ldc);
+        snprintf(detail, sizeof detail, "ta=%d tb=%d %dx%dx%d", ta, tb, m, n, k);
+        report("gemm", detail, rel_dev(dc, c, sc));
+    } else {
+        C->gemm_batched(ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
+        G->gemm_batched(ta, tb, m, n, k, alpha, da, lda, sa, db, ldb, sb, beta, dc, ldc, sc, batch);
+        snprintf(detail, sizeof detail, "ta=%d tb=%d %dx%dx%d x%d", ta, tb, m, n, k, batch);
+        report("gemm_batched", detail, rel_dev(dc, c, sc * batch));
+    }
+    free(a), free(b), free(c);
+    dev_free_all();
+}
+
+static void test_gemm(void)
+{
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) gemm_case(ta, tb, 37, 53, 129, 1);
+    gemm_case(0, 0, 17, 9, 0, 1); /* k = 0: C = beta C */
+    gemm_case(0, 1, 301, 257, 67, 1);
+    for (int ta = 0; ta < 2; ta++) gemm_case(ta, 1 - ta, 33, 29, 41, 5);
+}
+
+/* ---- elementwise -------------------------------------------------------------------------------- */
+
+static void test_elementwise(void)
+{
+    size_t n = 100003;
+    float *a = hrand(n, 1), *b = hrand(n, 1), *ref = hrand(n, 1);
+    float *da = DEVF(a, n), *db = DEVF(b, n), *dout = dev_poison(n);
+
+    C->add(ref, a, b, n);
+    G->add(dout, da, db, n);
+    report("add", "n=100003", rel_dev(dout, ref, n));
+    C->mul(ref, a, b, n);
+    G->mul(dout, da, db, n);
+    report("mul", "n=100003", rel_dev(dout, ref, n));
+
+    float *y = hcopy(a, n), *dy = DEVF(a, n);
+    C->axpy(y, b, -1.3f, n);
+    G->axpy(dy, db, -1.3f, n);
+    report("axpy", "n=100003", rel_dev(dy, y, n));
+    C->scale(y, 0.37f, n);
+    G->scale(dy, 0.37f, n);
+    report("scale", "n=100003", rel_dev(dy, y, n));
+    C->fill(y, 2.5f, n);
+    G->fill(dy, 2.5f, n);
+    report("fill", "n=100003", rel_dev(dy, y, n));
+
+    const char *names[] = {"gelu", "silu", "relu", "softplus", "elu1"};
+    float *x = hrand(n, 3), *dx = DEVF(x, n);
+    for (int act = 0; act < 5; act++) {
+        char detail[64];
+        C->act_forward((pf_act)act, ref, x, n);
+        G->act_forward((pf_act)act, dout, dx, n);
+        snprintf(detail, sizeof detail, "%s forward", names[act]);
+        report("act_forward", detail, rel_dev(dout, ref, n));
+        for (int acc = 0; acc < 2; acc++) {
+            float *din = hcopy(b, n), *ddin = acc ? DEVF(b, n) : dev_poison(n);
+            C->act_backward((pf_act)act, din, a, x, n, acc);
+            G->act_backward((pf_act)act, ddin, da, dx, n, acc);
+            snprintf(detail, sizeof detail, "%s backward%s", names[act], acc ? " (accumulate)" : "");
+            report("act_backward", detail, rel_dev(ddin, din, n));
+            free(din);
+        }
+    }
+
+    int rows = 301, cols = 77;
+    float *o = hrand((size_t)rows * cols, 1), *bias = hrand(cols, 1);
+    float *dO = DEVF(o, rows * cols), *dbias = DEVF(bias, cols);
+    C->bias_add(o, bias, rows, cols);
+    G->bias_add(dO, dbias, rows, cols);
+    report("bias_add", "301x77", rel_dev(dO, o, (size_t)rows * cols));
+    C->bias_grad(bias, o, rows, cols);
+    G->bias_grad(dbias, dO, rows, cols);
+    report("bias_grad", "301x77 (accumulate)", rel_dev(dbias, bias, cols));
+
+    double s1 = C->sumsq(x, n), s2 = G->sumsq(dx, n);
+    report("sumsq", "n=100003", fabs(s1 - s2) / s1);
+
+    int F = 45;
+    float *gu = hrand((size_t)rows * 2 * F, 2), *dgu = DEVF(gu, rows * 2 * F);
+    float *sw = hrand((size_t)rows * F, 1), *dsw = dev_poison((size_t)rows * F);
+    C->swiglu_forward(sw, gu, rows, F);
+    G->swiglu_forward(dsw, dgu, rows, F);
+    report("swiglu_forward", "301 rows F=45", rel_dev(dsw, sw, (size_t)rows * F));
+    float *g = hrand((size_t)rows * F, 1), *dg = DEVF(g, rows * F);
+    float *dgate = hrand((size_t)rows * 2 * F, 1), *ddgate = dev_poison((size_t)rows * 2 * F);
+    C->swiglu_backward(dgate, g, gu, rows, F);
+    G->swiglu_backward(ddgate, dg, dgu, rows, F);
+    report("swiglu_backward", "301 rows F=45", rel_dev(ddgate, dgate, (size_t)rows * 2 * F));
+
+    free(a), free(b), free(ref), free(y), free(x), free(o), free(bias), free(gu), free(sw), free(g), free(dgate);
+    dev_free_all();
+}
+
+/* ---- embedding, norms, loss, optimiser ---------------------------------------------------------- */
+
+static void test_embedding(void)
+{
+    int V = 150, n = 3001, Cc = 70;
+    int32_t *tok = malloc(n * sizeof(int32_t));
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)pf_rng_below(&rng, V); /* many repeats */
+    float *table = hrand((size_t)V * Cc, 1), *out = hrand((size_t)n * Cc, 1);
+    int32_t *dtok = dev_of(tok, n * sizeof(int32_t));
+    float *dtable = DEVF(table, V * Cc), *dout = dev_poison((size_t)n * Cc);
+    C->embedding_forward(out, tok, table, n, Cc);
+    G->embedding_forward(dout, dtok, dtable, n, Cc);
+    report("embedding_forward", "n=3001 C=70", rel_dev(dout, out, (size_t)n * Cc));
+    float *grad = hrand((size_t)n * Cc, 1), *dgrad = DEVF(grad, n * Cc);
+    C->embedding_backward(table, grad, tok, n, Cc);
+    G->embedding_backward(dtable, dgrad, dtok, n, Cc);
+    report("embedding_backward", "n=3001 V=150 C=70 (accumulate)", rel_dev(dtable, table, (size_t)V * Cc));
+    free(tok), free(table), free(out), free(grad);
+    dev_free_all();
+}
+
+static void test_norms(void)
+{
+    int rows = 133, Cc = 97;
+    size_t n = (size_t)rows * Cc;
+    float *in = hrand(n, 2), *w = hrand(Cc, 1), *b = hrand(Cc, 1), *dy = hrand(n, 1);
+    for (size_t i = 0; i < n; i++) in[i] += 0.5f; /* a non-zero mean for LayerNorm */
+    float *din_ = DEVF(in, n), *dw_ = DEVF(w, Cc), *db_ = DEVF(b, Cc), *ddy = DEVF(dy, n);
+    float *out = malloc(n * sizeof(float)), *mean = malloc(rows * sizeof(float)), *rstd = malloc(rows * sizeof(float));
+    float *dout = dev_poison(n), *dmean = dev_poison(rows), *drstd = dev_poison(rows);
+
+    C->rmsnorm_forward(out, rstd, in, w, rows, Cc, 1e-5f);
+    G->rmsnorm_forward(dout, drstd, din_, dw_, rows, Cc, 1e-5f);
+    report("rmsnorm_forward", "133x97 out", rel_dev(dout, out, n));
+    report("rmsnorm_forward", "133x97 rstd", rel_dev(drstd, rstd, rows));
+    float *gw = hrand(Cc, 1), *dgw = DEVF(gw, Cc), *gin = malloc(n * sizeof(float)), *dgin = dev_poison(n);
+    C->rmsnorm_backward(gin, gw, dy, in, w, rstd, rows, Cc);
+    G->rmsnorm_backward(dgin, dgw, ddy, din_, dw_, drstd, rows, Cc);
+    report("rmsnorm_backward", "133x97 din", rel_dev(dgin, gin, n));
+    report("rmsnorm_backward", "133x97 dw (accumulate)", rel_dev(dgw, gw, Cc));
+
+    C->layernorm_forward(out, mean, rstd, in, w, b, rows, Cc, 1e-5f);
+    G->layernorm_forward(dout, dmean, drstd, din_, dw_, db_, rows, Cc, 1e-5f);
+    report("layernorm_forward", "133x97 out", rel_dev(dout, out, n));
+    report("layernorm_forward", "133x97 mean, rstd",
+           fmax(rel_dev(dmean, mean, rows), rel_dev(drstd, rstd, rows)));
+    float *gb = hrand(Cc, 1), *dgb = DEVF(gb, Cc);
+    G->fill(dgin, NAN, n);
+    C->layernorm_backward(gin, gw, gb, dy, in, w, mean, rstd, rows, Cc);
+    G->layernorm_backward(dgin, dgw, dgb, ddy, din_, dw_, dmean, drstd, rows, Cc);
+    report("layernorm_backward", "133x97 din", rel_dev(dgin, gin, n));
+    report("layernorm_backward", "133x97 dw, db (accumulate)", fmax(rel_dev(dgw, gw, Cc), rel_dev(dgb, gb, Cc)));
+    free(in), free(w), free(b), free(dy), free(out), free(mean), free(rstd), free(gw), free(gin), free(gb);
+    dev_free_all();
+}
+
+static void test_loss(void)
+{
+    int n = 203, V = 301;
+    size_t nv = (size_t)n * V;
+    float *logits = hrand(nv, 3), *mask = malloc(n * sizeof(float));
+    int32_t *tg = malloc(n * sizeof(int32_t));
+    for (int i = 0; i < n; i++) {
+        tg[i] = (int32_t)pf_rng_below(&rng, V);
+        mask[i] = pf_rng_uniform(&rng) < 0.7 ? 1.0f : 0.0f;
+        if (i % 5 == 0) logits[(size_t)i * V + tg[i]] += 8.0f; /* some rows predicted right */
+    }
+    float *loss = malloc(n * sizeof(float)), *corr = malloc(n * sizeof(float)), *dl = malloc(nv * sizeof(float));
+    float *dlog = DEVF(logits, nv), *dmask = DEVF(mask, n), *dloss = dev_poison(n), *dcorr = dev_poison(n);
+    float *ddl = dev_poison(nv);
+    int32_t *dtg = dev_of(tg, n * sizeof(int32_t));
+    C->cross_entropy(loss, corr, dl, logits, tg, mask, n, V, 0.01f);
+    G->cross_entropy(dloss, dcorr, ddl, dlog, dtg, dmask, n, V, 0.01f);
+    report("cross_entropy", "203x301 loss", rel_dev(dloss, loss, n));
+    float *hc = fetch(dcorr, n);
+    report_exact("cross_entropy", "203x301 correct", memcmp(hc, corr, n * sizeof(float)) == 0);
+    report("cross_entropy", "203x301 dlogits", rel_dev(ddl, dl, nv));
+    /* in place, as engine/model.c calls it: dlogits is the logits buffer */
+    G->fill(dloss, NAN, n);
+    G->cross_entropy(dloss, dcorr, dlog, dlog, dtg, dmask, n, V, 0.01f);
+    report("cross_entropy", "in place (dlogits = logits)", fmax(rel_dev(dlog, dl, nv), rel_dev(dloss, loss, n)));
+    /* no mask, no gradient */
+    G->fill(dloss, NAN, n);
+    float *dlog2 = DEVF(logits, nv);
+    C->cross_entropy(loss, corr, NULL, logits, tg, NULL, n, V, 1.0f);
+    G->cross_entropy(dloss, dcorr, NULL, dlog2, dtg, NULL, n, V, 1.0f);
+    report("cross_entropy", "no mask, no dlogits", rel_dev(dloss, loss, n));
+    free(logits), free(mask), free(tg), free(loss), free(corr), free(dl), free(hc);
+    dev_free_all();
+}
+
+static void test_adamw(void)
+{
+    size_t n = 50021;
+    float *p = hrand(n, 1), *g = hrand(n, 1), *m = hrand(n, 0.1), *v = hrand(n, 0.1);
+    for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+    float *dp = DEVF(p, n), *dg = DEVF(g, n), *dm = DEVF(m, n), *dv = DEVF(v, n);
+    for (int t = 1; t <= 3; t++) {
+        C->adamw(p, g, m, v, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+        G->adamw(dp, dg, dm, dv, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+    }
+    report("adamw", "n=50021, 3 steps: p", rel_dev(dp, p, n));
+    report("adamw", "n=50021, 3 steps: m, v", fmax(rel_dev(dm, m, n), rel_dev(dv, v, n)));
+    free(p), free(g), free(m), free(v);
+    dev_free_all();
+}
+
+/* ---- attention ---------------------------------------------------------------------------------- */
+
+static void test_rope(void)
+{
+    int B = 2, T = 37, heads = 3, D = 24, stride = 5 * D + 4, rows = B * T;
+    size_t n = (size_t)rows * stride;
+    float *x = hrand(n, 1), *dx = DEVF(x, n), *ref = hcopy(x, n);
+    for (int inv = 0; inv < 2; inv++) {
+        if (C->rope) {
+            C->rope(ref, rows, T, stride, heads, D, 1000, 10000.0f, inv);
+        } else { /* reference: the documented rotation, in double */
+            for (int r = 0; r < rows; r++)
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < D / 2; i++) {
+                        double ang = (1000.0 + r % T) * pow(10000.0, -2.0 * i / D) * (inv ? -1 : 1);
+                        float *v = ref + (size_t)r * stride + h * D;
+                        double a = v[i], b = v[i + D / 2];
+                        v[i] = (float)(a * cos(ang) - b * sin(ang));
+                        v[i + D / 2] = (float)(a * sin(ang) + b * cos(ang));
+                    }
+        }
+        G->rope(dx, rows, T, stride, heads, D, 1000, 10000.0f, inv);
+        report("rope", inv ? "inverse, pos0=1000 (packed rows)" : "pos0=1000 (packed rows)", rel_dev(dx, ref, n));
+    }
+    float *back = fetch(dx, n);
+    report("rope", "forward then inverse = identity", rel(back, x, n));
+    free(x), free(ref), free(back);
+    dev_free_all();
+}
+
+typedef struct attn_case {
+    int B, T, Hq, Hkv, D, window, tile;
+} attn_case;
+
+static int seen(int i, int j, int window) { return j <= i && (window == 0 || i - j < window); }
+
+/* The plain reference, in double: out (B, T, Hq, D), lse (B, Hq, T); with dout, the gradients. */
+static void attn_reference(const attn_case *c, int stride, const float *q, const float *k, const float *v,
+                           float *out, float *lse, const float *dout, float *dq, float *dk, float *dv)
+{
+    int T = c->T, D = c->D, Gq = c->Hq / c->Hkv;
+    double scale = 1.0 / sqrt((double)D);
+    double *p = malloc(T * sizeof(double)), *dp = malloc(T * sizeof(double));
+    if (dq) {
+        for (size_t i = 0; i < (size_t)c->B * T * stride; i++) dq[i] = dk[i] = dv[i] = 0.0f;
+    }
+    double *gk = dq ? calloc((size_t)c->B * T * stride, sizeof(double)) : NULL;
+    double *gv = dq ? calloc((size_t)c->B * T * stride, sizeof(double)) : NULL;
+    for (int b = 0; b < c->B; b++)
+        for (int h = 0; h < c->Hq; h++)
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + ((size_t)b * T + i) * stride + h * D;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < T; j++) {
+                    if (!seen(i, j, c->window)) continue;
+                    const float *kj = k + ((size_t)b * T + j) * stride + (h / Gq) * D;
+                    double s = 0;
+                    for (int d = 0; d < D; d++) s += (double)qi[d] * kj[d];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j < T; j++)
+                    if (seen(i, j, c->window)) sum += exp(p[j] - mx);
+                lse[((size_t)b * c->Hq + h) * T + i] = (float)(mx + log(sum));
+                float *o = out + (((size_t)b * T + i) * c->Hq + h) * D;
+                for (int d = 0; d < D; d++) {
+                    double a = 0;
+                    for (int j = 0; j < T; j++)
+                        if (seen(i, j, c->window))
+                            a += exp(p[j] - mx) / sum * v[((size_t)b * T + j) * stride + (h / Gq) * D + d];
+                    o[d] = (float)a;
+                }
+                if (!dq) continue;
+                const float *doi = dout + (((size_t)b * T + i) * c->Hq + h) * D;
+                double Di = 0;
+                for (int j = 0; j < T; j++) {
+                    if (!seen(i, j, c->window)) continue;
+                    p[j] = exp(p[j] - mx) / sum;
+                    const float *vj = v + ((size_t)b * T + j) * stride + (h / Gq) * D;
+                    dp[j] = 0;
+                    for (int d = 0; d < D; d++) dp[j] += (double)doi[d] * vj[d];
+                    Di += p[j] * dp[j];
+                }
+                for (int j = 0; j < T; j++) {
+                    if (!seen(i, j, c->window)) continue;
+                    double ds = p[j] * (dp[j] - Di) * scale;
+                    size_t kr = ((size_t)b * T + j) * stride + (h / Gq) * D;
+                    for (int d = 0; d < D; d++) {
+                        dq[((size_t)b * T + i) * stride + h * D + d] += (float)(ds * k[kr + d]);
+                        gk[kr + d] += ds * qi[d];
+                        gv[kr + d] += p[j] * doi[d];
+                    }
+                }
+            }
+    if (dq)
+        for (size_t i = 0; i < (size_t)c->B * T * stride; i++) {
+            dk[i] = (float)gk[i];
+            dv[i] = (float)gv[i];
+        }
+    free(p), free(dp), free(gk), free(gv);
+}
+
+static int tile_class_ref(int i0, int i1, int j0, int j1, int window)
+{
+    int any = 0, all = 1;
+    for (int i = i0; i < i1; i++)
+        for (int j = j0; j < j1; j++) {
+            int s = seen(i, j, window);
+            any |= s;
+            all &= s;
+        }
+    return !any ? PF_TILE_SKIPPED : all ? PF_TILE_FULL : PF_TILE_PARTIAL;
+}
+
+/* Only the head slots of dq, dk, dv inside the packed buffer are compared: out's slots start at
+ * column off of each row; the reference's at column 0 (it indexes dk, dv like k, v). */
+static double rel_slots(const float *out, const float *ref, const attn_case *c, int stride, int off, int heads)
+{
+    size_t rows = (size_t)c->B * c->T, w = (size_t)heads * c->D, n = rows * w;
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(a + r * w, out + r * stride + off, w * sizeof(float));
+        memcpy(b + r * w, ref + r * stride, w * sizeof(float));
+    }
+    double e = rel(a, b, n);
+    free(a), free(b);
+    return e;
+}
+
+static void test_attention_case(const attn_case *c)
+{
+    int B = c->B, T = c->T, Hq = c->Hq, Hkv = c->Hkv, D = c->D;
+    int stride = (Hq + 2 * Hkv) * D, nt = (T + c->tile - 1) / c->tile;
+    size_t nqkv = (size_t)B * T * stride, no = (size_t)B * T * Hq * D, nl = (size_t)B * Hq * T;
+    float *qkv = hrand(nqkv, 1.0), *dout = hrand(no, 1.0);
+    const float *q = qkv, *k = qkv + Hq * D, *v = qkv + (Hq + Hkv) * D;
+    float *out = malloc(no * sizeof(float)), *lse = malloc(nl * sizeof(float));
+    float *rq = calloc(nqkv, sizeof(float)), *rk = calloc(nqkv, sizeof(float)), *rv = calloc(nqkv, sizeof(float));
+    attn_reference(c, stride, q, k, v, out, lse, dout, rq, rk, rv);
+
+    float *gqkv = DEVF(qkv, nqkv), *gdout = DEVF(dout, no);
+    float *gout = dev_poison(no), *glse = dev_poison(nl);
+    uint8_t *gmap = dev_track(G->alloc((size_t)nt * nt));
+    long gcounts[3] = {0, 0, 0};
+    char detail[96];
+    snprintf(detail, sizeof detail, "B%d T%d Hq%d Hkv%d D%d w%d tile%d", B, T, Hq, Hkv, D, c->window, c->tile);
+    int rc = G->attention_forward(gout, glse, gqkv, gqkv + Hq * D, gqkv + (Hq + Hkv) * D, stride, B, T, Hq, Hkv,
+                                  D, c->window, c->tile, gmap, gcounts);
+    if (rc < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "attention_forward", detail, pf_error_message());
+        n_fail++;
+        goto done;
+    }
+    float *hout = fetch(gout, no), *hlse = fetch(glse, nl);
+    report("attention_forward", detail, fmax(rel(hout, out, no), rel(hlse, lse, nl)));
+    uint8_t *hmap = malloc((size_t)nt * nt);
+    G->download(hmap, gmap, (size_t)nt * nt);
+    /* tile map and counts: against the documented rule, and against the cpu kernel when it has one */
+    long rcounts[3] = {0, 0, 0};
+    int same = 1;
+    for (int qt = 0; qt < nt; qt++)
+        for (int kt = 0; kt < nt; kt++) {
+            int i1 = qt * c->tile + c->tile < T ? qt * c->tile + c->tile : T;
+            int j1 = kt * c->tile + c->tile < T ? kt * c->tile + c->tile : T;
+            int cls = tile_class_ref(qt * c->tile, i1, kt * c->tile, j1, c->window);
+            rcounts[cls] += (long)B * Hq;
+            same &= hmap[qt * nt + kt] == cls;
+        }
+    same &= memcmp(rcounts, gcounts, sizeof rcounts) == 0;
+    char tiles[96];
+    snprintf(tiles, sizeof tiles, "tiles %ld/%ld/%ld vs rule", gcounts[0], gcounts[1], gcounts[2]);
+    report_exact("attention_tiles", tiles, same);
+    if (C->attention_forward) {
+        float *cout = malloc(no * sizeof(float)), *clse = malloc(nl * sizeof(float));
+        uint8_t *cmap = malloc((size_t)nt * nt);
+        long ccounts[3] = {0, 0, 0};
+        C->attention_forward(cout, clse, q, k, v, stride, B, T, Hq, Hkv, D, c->window, c->tile, cmap, ccounts);
+        report("attention_forward", "  ... vs the cpu kernel", fmax(rel(hout, cout, no), rel(hlse, clse, nl)));
+        report_exact("attention_tiles", "  ... map and counts vs the cpu kernel",
+                     memcmp(cmap, hmap, (size_t)nt * nt) == 0 && memcmp(ccounts, gcounts, sizeof ccounts) == 0);
+        free(cout), free(clse), free(cmap);
+    }
+
+    /* backward into one packed dqkv buffer, poisoned: every head slot must be written */
+    float *gd = dev_poison(nqkv);
+    rc = G->attention_backward(gd, gd + Hq * D, gd + (Hq + Hkv) * D, gdout, gout, glse, gqkv, gqkv + Hq * D,
+                               gqkv + (Hq + Hkv) * D, stride, B, T, Hq, Hkv, D, c->window, c->tile);
+    if (rc < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "attention_backward", detail, pf_error_message());
+        n_fail++;
+    } else {
+        float *hd = fetch(gd, nqkv);
+        double e = fmax(rel_slots(hd, rq, c, stride, 0, Hq),
+                        fmax(rel_slots(hd, rk, c, stride, Hq * D, Hkv), rel_slots(hd, rv, c, stride, (Hq + Hkv) * D, Hkv)));
+        report("attention_backward", detail, e);
+        if (C->attention_backward) {
+            float *cd = malloc(nqkv * sizeof(float));
+            C->attention_backward(cd, cd + Hq * D, cd + (Hq + Hkv) * D, dout, out, lse, q, k, v, stride, B, T, Hq,
+                                  Hkv, D, c->window, c->tile);
+            report("attention_backward", "  ... vs the cpu kernel", rel(hd, cd, nqkv));
+            free(cd);
+        }
+        /* deterministic: a second run gives the same bits */
+        float *gd2 = dev_poison(nqkv);
+        G->attention_backward(gd2, gd2 + Hq * D, gd2 + (Hq + Hkv) * D, gdout, gout, glse, gqkv, gqkv + Hq * D,
+                              gqkv + (Hq + Hkv) * D, stride, B, T, Hq, Hkv, D, c->window, c->tile);
+        float *hd2 = fetch(gd2, nqkv);
+        report_exact("attention_backward", "  ... run twice: same bits", memcmp(hd, hd2, nqkv * sizeof(float)) == 0);
+        free(hd), free(hd2);
+    }
+    free(hout), free(hlse), free(hmap);
+done:
+    free(qkv), free(dout), free(out), free(lse), free(rq), free(rk), free(rv);
+    dev_free_all();
+}
+
+static void test_attention_step(int len, int Hq, int Hkv, int D, int window)
+{
+    float *q = hrand((size_t)Hq * D, 1), *kc = hrand((size_t)len * Hkv * D, 1), *vc = hrand((size_t)len * Hkv * D, 1);
+    float *out = malloc((size_t)Hq * D * sizeof(float)), *w = malloc((size_t)Hq * len * sizeof(float));
+    int G_ = Hq / Hkv;
+    for (int h = 0; h < Hq; h++) { /* reference in double */
+        int lo = window > 0 && len > window ? len - window : 0;
+        double mx = -INFINITY, sum = 0, *s = calloc(len, sizeof(double));
+        for (int j = lo; j < len; j++) {
+            for (int d = 0; d < D; d++) s[j] += (double)q[h * D + d] * kc[((size_t)j * Hkv + h / G_) * D + d];
+            s[j] /= sqrt((double)D);
+            if (s[j] > mx) mx = s[j];
+        }
+        for (int j = lo; j < len; j++) sum += exp(s[j] - mx);
+        for (int j = 0; j < len; j++) w[(size_t)h * len + j] = j < lo ? 0.0f : (float)(exp(s[j] - mx) / sum);
+        for (int d = 0; d < D; d++) {
+            double a = 0;
+            for (int j = lo; j < len; j++) a += (double)w[(size_t)h * len + j] * vc[((size_t)j * Hkv + h / G_) * D + d];
+            out[h * D + d] = (float)a;
+        }
+        free(s);
+    }
+    float *gq = DEVF(q, Hq * D), *gk = DEVF(kc, len * Hkv * D), *gv = DEVF(vc, len * Hkv * D);
+    float *gout = dev_poison((size_t)Hq * D), *gw = dev_poison((size_t)Hq * len);
+    G->attention_step(gout, gw, gq, gk, gv, len, Hq, Hkv, D, window);
+    char detail[64];
+    snprintf(detail, sizeof detail, "len%d Hq%d Hkv%d D%d w%d", len, Hq, Hkv, D, window);
+    report("attention_step", detail, fmax(rel_dev(gout, out, (size_t)Hq * D), rel_dev(gw, w, (size_t)Hq * len)));
+    if (C->attention_step) {
+        float *co = malloc((size_t)Hq * D * sizeof(float)), *cw = malloc((size_t)Hq * len * sizeof(float));
+        C->attention_step(co, cw, q, kc, vc, len, Hq, Hkv, D, window);
+        report("attention_step", "  ... vs the cpu kernel",
+               fmax(rel_dev(gout, co, (size_t)Hq * D), rel_dev(gw, cw, (size_t)Hq * len)));
+        free(co), free(cw);
+    }
+    free(q), free(kc), free(vc), free(out), free(w);
+    dev_free_all();
+}
+
+static void test_attention(void)
+{
+    static const attn_case cases[] = {
+        {2, 100, 4, 2, 32, 0, 32},  {1, 77, 2, 1, 64, 20, 16}, {2, 130, 6, 2, 16, 0, 64},
+        {1, 200, 2, 2, 128, 50, 128}, {2, 45, 3, 1, 24, 0, 7}, {1, 150, 4, 4, 80, 33, 64},
+        {1, 66, 2, 1, 200, 0, 1024}, {3, 1, 2, 2, 8, 0, 16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i]);
+    test_attention_step(1, 4, 2, 32, 0);
+    test_attention_step(300, 4, 2, 64, 0);
+    test_attention_step(300, 6, 3, 48, 50);
+}
+
+/* ---- a small model on both devices -------------------------------------------------------------- */
+
+static pf_model *small_model(const pf_backend *be, int with_attention)
+{
+    pf_model_config cfg = {.vocab = 37, .dim = 32, .seed = 11, .norm = PF_NORM_RMS, .norm_eps = 1e-5f, .be = be};
+    pf_model *m = pf_model_new(&cfg);
+    const char *kinds[] = {"mlp", "attention", "mlp"};
+    for (int i = 0; i < 3; i++) {
+        if (i == 1 && !with_attention) continue;
+        const pf_layer_kind *kind = pf_layer_kind_find(kinds[i]);
+        pf_config c;
+        pf_config_init(&c, kind->options, kind->n_options);
+        if (i == 1 && (pf_config_set_number(&c, "attention", "kv_heads", 2) < 0 ||
+                       pf_config_set_number(&c, "attention", "tile", 16) < 0))
+            return NULL;
+        if (pf_model_add_layer(m, kind, &c, -1) < 0) return NULL;
+    }
+    if (pf_model_build(m) < 0) return NULL;
+    return m;
+}
+
+static void test_model(void)
+{
+    int with_attention = pf_layer_kind_find("attention") != NULL;
+    const char *what = with_attention ? "mlp+attention(GQA, tile 16)+mlp" : "mlp+mlp (no attention kind)";
+    pf_model *mc = small_model(C, with_attention), *mg = small_model(G, with_attention);
+    if (!mc || !mg) {
+        printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
+        n_fail++;
+        return;
+    }
+    enum { B = 3, T = 45 };
+    int32_t in[B * T], tg[B * T];
+    float mask[B * T];
+    for (int i = 0; i < B * T; i++) {
+        in[i] = (int32_t)pf_rng_below(&rng, 37);
+        tg[i] = (int32_t)pf_rng_below(&rng, 37);
+        mask[i] = pf_rng_uniform(&rng) < 0.8 ? 1.0f : 0.0f;
+    }
+    mask[0] = 1.0f;
+    pf_tensor *lc = NULL, *lg = NULL;
+    if (pf_model_forward(mc, in, B, T, &lc) < 0 || pf_model_forward(mg, in, B, T, &lg) < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
+        n_fail++;
+        return;
+    }
+    report("model forward", what, rel(lg->data, lc->data, (size_t)B * T * 37));
+    pf_train_config tc;
+    pf_train_config_default(&tc);
+    pf_train_stats sc, sg;
+    if (pf_model_train_step(mc, in, tg, mask, B, T, &tc, &sc) < 0 || pf_model_train_step(mg, in, tg, mask, B, T, &tc, &sg) < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
+        n_fail++;
+        return;
+    }
+    size_t np = pf_model_n_params(mc);
+    float *gg = fetch(pf_model_grads(mg), np), *pg = fetch(pf_model_params(mg), np);
+    report("model train step", "gradients", rel(gg, pf_model_grads(mc), np));
+    report("model train step", "parameters after AdamW", rel(pg, pf_model_params(mc), np));
+    report("model train step", "loss", fabs(sg.loss - sc.loss) / sc.loss);
+    /* stepping, token by token, after the update: the logits of every step */
+    pf_model_reset(mc);
+    pf_model_reset(mg);
+    double step_err = 0;
+    for (int t = 0; t < 40; t++) {
+        pf_tensor *sc_ = NULL, *sg_ = NULL;
+        if (pf_model_step(mc, in[t], &sc_) < 0 || pf_model_step(mg, in[t], &sg_) < 0) {
+            printf("%-22s %-34s FAIL (%s)\n", "model step", what, pf_error_message());
+            n_fail++;
+            return;
+        }
+        step_err = fmax(step_err, rel(sg_->data, sc_->data, 37));
+        pf_tensor_free(sc_), pf_tensor_free(sg_);
+    }
+    report("model step", "40 tokens, worst step's logits", step_err);
+    free(gg), free(pg);
+    pf_tensor_free(lc), pf_tensor_free(lg);
+    pf_model_free(mc), pf_model_free(mg);
+}
+
+/* ---- timing ------------------------------------------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void bench(void)
+{
+    printf("\nattention forward timing (float32, causal, median of 20 after 3 warm-ups)\n");
+    printf("%6s %4s %4s %5s %10s %12s %10s\n", "T", "H", "D", "tile", "flash ms", "flash TFLOP/s", "gemm ms");
+    int cfgs[][4] = {{1024, 8, 64, 64}, {4096, 8, 64, 64}, {4096, 8, 128, 64}};
+    for (int ci = 0; ci < 3; ci++) {
+        int T = cfgs[ci][0], H = cfgs[ci][1], D = cfgs[ci][2], tile = cfgs[ci][3], B = 4;
+        int stride = 3 * H * D;
+        size_t nqkv = (size_t)B * T * stride;
+        float *h = hrand(nqkv, 1.0);
+        float *gqkv = DEVF(h, nqkv), *gout = dev_poison((size_t)B * T * H * D), *glse = dev_poison((size_t)B * H * T);
+        /* the unfused baseline's two products: S = Q K^T (per head, full T x T), O = S V */
+        float *S = dev_poison((size_t)H * T * T);
+        double t_flash[20], t_gemm[20];
+        for (int r = 0; r < 23; r++) {
+            G->sync();
+            double t0 = now();
+            G->attention_forward(gout, glse, gqkv, gqkv + H * D, gqkv + 2 * H * D, stride, B, T, H, H, D, 0, tile,
+                                 NULL, NULL);
+            G->sync();
+            double t1 = now();
+            for (int b = 0; b < B; b++) {
+                const float *qb = gqkv + (size_t)b * T * stride;
+                G->gemm_batched(0, 1, T, T, D, 1.0f, qb, stride, D, qb + H * D, stride, D, 0.0f, S, T, (long)T * T, H);
+                G->gemm_batched(0, 0, T, D, T, 1.0f, S, T, (long)T * T, qb + 2 * H * D, stride, D, 0.0f, gout, H * D,
+                                D, H);
+            }
+            G->sync();
+            double t2 = now();
+            if (r >= 3) t_flash[r - 3] = t1 - t0, t_gemm[r - 3] = t2 - t1;
+        }
+        for (int i = 0; i < 20; i++) /* sort for medians */
+            for (int j = i + 1; j < 20; j++) {
+                if (t_flash[j] < t_flash[i]) { double x = t_flash[i]; t_flash[i] = t_flash[j]; t_flash[j] = x; }
+                if (t_gemm[j] < t_gemm[i]) { double x = t_gemm[i]; t_gemm[i] = t_gemm[j]; t_gemm[j] = x; }
+            }
+        double flops = 4.0 * B * H * D * (double)T * T / 2; /* causal: half of QK^T and PV */
+        printf("%6d %4d %4d %5d %10.3f %12.2f %10.3f\n", T, H, D, tile, t_flash[10] * 1e3, flops / t_flash[10] / 1e12,
+               t_gemm[10] * 1e3);
+        free(h);
+        dev_free_all();
+    }
+    printf("(gemm ms: the two full T x T products of an unfused attention through cuBLAS, without its softmax "
+           "or mask: a lower bound for a naive version)\n");
+}
+
+int main(int argc, char **argv)
+{
+    G = pf_device("cuda");
+    if (!G) {
+        printf("skipped: no GPU (%s)\n", pf_error_message());
+        return 0;
+    }
+    uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 10) : (uint64_t)time(NULL);
+    pf_rng_seed(&rng, seed);
+    printf("cuda parity, inputs from seed %llu (tolerance %.0e)\n", (unsigned long long)seed, TOL);
+    test_memory();
+    test_gemm();
+    test_elementwise();
+    test_embedding();
+    test_norms();
+    test_loss();
+    test_adamw();
+    test_rope();
+    test_attention();
+    test_model();
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

@@ -331,8 +331,9 @@ static void view_moe(app *a, tui_grid *g, rect r)
         if (load->t->data[e] > maxload) maxload = load->t->data[e], argmax = e;
     if (ok_d && dead > 0)
         grid_printf(g, left.x, y++, left.w, UI_ERROR, TC_DEFAULT, TA_BOLD | TA_REVERSE, " ALARM: %.0f dead expert%s ", dead, dead > 1 ? "s" : "");
-    if (ok_e && E > 1 && ent < 0.5 * log((double)E))
-        grid_printf(g, left.x, y++, left.w, UI_ERROR, TC_DEFAULT, TA_BOLD | TA_REVERSE, " ALARM: routing collapse (entropy %.2f < %.2f) ", ent, 0.5 * log((double)E));
+    /* entropy is normalised by log(experts): 1 uniform routing, 0 every token to one expert */
+    if (ok_e && E > 1 && ent < 0.5f)
+        grid_printf(g, left.x, y++, left.w, UI_ERROR, TC_DEFAULT, TA_BOLD | TA_REVERSE, " ALARM: routing collapse (entropy %.2f of 1) ", ent);
     if (E > 1 && maxload > 2.0f / E)
         grid_printf(g, left.x, y++, left.w, UI_WARN, TC_DEFAULT, TA_BOLD, " expert %d takes %.0f%% of tokens ", argmax + 1, 100 * maxload);
     if (ok_r && drop > 0.1f)

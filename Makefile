@@ -14,7 +14,7 @@
 # NVCC= to build CPU-only); the backend is chosen at run time either way.
 
 PKGS      := liblua5.4-dev lua5.4 libncurses-dev libreadline-dev libopenblas-dev lua-busted \
-             libcmocka-dev pkg-config tmux
+             libcmocka-dev pkg-config tmux libpng-dev
 BENCH_PKGS := python3-torch
 
 SAN ?= 0
@@ -30,10 +30,11 @@ endif
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline libpng 2>/dev/null)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
 BLAS_LIBS  = $(shell pkg-config --libs openblas 2>/dev/null)
 TUI_LIBS   = $(shell pkg-config --libs ncursesw readline 2>/dev/null)
+PNG_LIBS   = $(shell pkg-config --libs libpng 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 
 VERSION   := 0.1.0
@@ -127,14 +128,17 @@ $(LIB): $(ENGINE_OBJ)
 	$(AR) rcs $@ $^
 
 $(SO): $(SCRIPT_OBJ) $(LIB)
-	$(CC) -shared $(LDFLAGS) -o $@ $(SCRIPT_OBJ) $(LIB) $(LDLIBS)
+	$(CC) -shared $(LDFLAGS) -o $@ $(SCRIPT_OBJ) $(LIB) $(PNG_LIBS) $(LDLIBS)
 
 $(BIN): $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB) $(LUA_LIBS) $(TUI_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB) $(LUA_LIBS) $(TUI_LIBS) $(PNG_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/c/%.o $(TESTLIB_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+
+# the drawing primitives' tests link the drawing code itself (no curses, no Lua)
+$(BUILD)/tests/test_draw: $(BUILD)/obj/tui/grid.o $(BUILD)/obj/scripts/draw.o
 
 $(BENCH): $(BUILD)/obj/tests/bench/bench.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
@@ -142,7 +146,7 @@ $(BENCH): $(BUILD)/obj/tests/bench/bench.o $(LIB)
 # ---- programs -----------------------------------------------------------------------------------
 run: deps
 	@$(MAKE) --no-print-directory all
-	$(BIN) run examples/tour.lua
+	$(BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory all

@@ -832,6 +832,7 @@ int luaopen_postformer(lua_State *L)
     luaL_newlib(L, module_funcs);
     pfl_tensor_open(L);
     pfl_task_open(L);
+    pfl_png_open(L);
     lua_pushliteral(L, PF_VERSION);
     lua_setfield(L, -2, "version");
     /* one constructor per registered layer kind */

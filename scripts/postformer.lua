@@ -15,6 +15,13 @@ local fmt = string.format
 pf.default_device = pf.default_device or "cpu"   -- the program's --device sets it
 pf.headless = pf.headless or false                -- true in `postformer run`: progress lines on
 
+-- Hooks for the terminal UI (tui/), which replaces both after loading the module. Headless,
+-- pf._yield does nothing and pf.watch only remembers the model (pf.png's default).
+-- m:train calls pf._yield(m, info, task) after every step: the UI records the metrics and, when the
+-- job's time slice is over, yields the coroutine so the screen refreshes and keys work.
+function pf._yield() end
+function pf.watch(m) pf._watched = m end
+
 -- ---- errors ------------------------------------------------------------------------------------
 
 -- Call a C function and, on error, raise its message again at `level` above ccall's caller, so the
@@ -268,6 +275,7 @@ function Model.train(m, opts)
     }
     hist.loss[i], hist.acc[i], hist.aux[i] = st.loss, st.acc, st.aux_loss
     hist.grad_norm[i], hist.lr[i] = st.grad_norm, st.lr
+    pf._yield(m, info, task)
     if log then
       if tty then
         if now - last_draw >= 0.1 or i == steps then

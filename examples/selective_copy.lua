@@ -12,8 +12,9 @@
 --
 -- KINDS is a comma-separated list of mixers (default: mamba,s4d; also mamba2, retention, gla,
 -- attention). The defaults took 4 min (mamba) and 1.5 min (s4d) on one busy CPU core;
--- tests/c/test_learning.c is the same run cut to 1200 steps. At 128 tokens per sequence mamba was still at 32% after
--- 1500 steps: its plateau before it finds the selection lasts longer as the blanks grow.
+-- tests/c/test_learning.c is the same run cut to 1200 steps. At 128 tokens per sequence mamba
+-- was still at 32% after 1500 steps: its plateau before it finds the selection lasts longer as
+-- the blanks grow.
 -- The paper trains on sequences of 4096 with 16 data tokens for 400k steps on a GPU; this runs in
 -- minutes on a CPU, so its sequences are shorter and it recalls fewer tokens.
 

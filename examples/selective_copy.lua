@@ -11,10 +11,10 @@
 --   postformer run examples/selective_copy.lua 1600 64 4 mamba,s4d,mamba2,retention,gla,attention
 --
 -- KINDS is a comma-separated list of mixers (default: mamba,s4d; also mamba2, retention, gla,
--- attention). The defaults took 4 min (mamba) and 1.5 min (s4d) on one busy CPU core;
--- tests/c/test_learning.c is the same run cut to 1200 steps. At 128 tokens per sequence mamba
--- was still at 32% after 1500 steps: its plateau before it finds the selection lasts longer as
--- the blanks grow.
+-- attention). The defaults took 4 min (mamba) and 1.5 min (s4d) on one busy CPU core. Mamba
+-- sits near chance for a few hundred steps before it finds the selection, and when it leaves that
+-- plateau varies with the seed and the step count; at 128 tokens per sequence it was still at 32%
+-- after 1500 steps.
 -- The paper trains on sequences of 4096 with 16 data tokens for 400k steps on a GPU; this runs in
 -- minutes on a CPU, so its sequences are shorter and it recalls fewer tokens.
 

@@ -254,7 +254,8 @@ local function alarm_config(a, what)
     local v = a[name]
     if v == false then c[name] = false
     elseif v ~= nil then
-      c[name] = int and check_int(v, what .. " alarms", name, lo, hi, 4) or check_number(v, what .. " alarms", name, lo, hi, 4)
+      local check = int and check_int or check_number
+      c[name] = check(v, what .. " alarms", name, lo, hi, 4)
     end
   end
   thr("max_share", 0, 1)
@@ -278,7 +279,7 @@ local function moe_watch(m, alarms)
       local o = l:options()
       local E = o.experts
       local k = o.router == "switch" and 1 or o.top_k
-      w.layers[#w.layers + 1] = { index = i, layer = l, E = E, k = k, aux = o.aux, zloss = o.zloss,
+      w.layers[#w.layers + 1] = { index = i, layer = l, E = E, k = k, router = o.router, aux = o.aux, zloss = o.zloss,
         ring = {}, n = 0, sum_load = {}, sum_entropy = 0, sum_drop = 0 }
       for e = 1, E do w.layers[#w.layers].sum_load[e] = 0 end
     end
@@ -344,7 +345,7 @@ local function moe_watch_step(w, m, step, info, hist)
       local over = W > 1 and fmt(" (mean of the last %d steps)", W) or ""
       if a.max_share and L.k / L.E < a.max_share and share > a.max_share then
         raise_alarm(w, hist, new, step, L, "max_share", share, a.max_share,
-          fmt("expert %d takes %.0f%% of the tokens%s, over max_share = %g: the router is collapsing",
+          fmt("expert %d is chosen by %.0f%% of the tokens%s, over max_share = %g: the router is collapsing",
             best - 1, 100 * share, over, a.max_share))
       end
       local ent = L.sum_entropy / W
@@ -355,8 +356,9 @@ local function moe_watch_step(w, m, step, info, hist)
       local dr = L.sum_drop / W
       if a.max_drop and dr > a.max_drop then
         raise_alarm(w, hist, new, step, L, "max_drop", dr, a.max_drop,
-          fmt("%.0f%% of the %s dropped%s, over max_drop = %g", 100 * dr,
-            L.layer:options().router == "expert_choice" and "tokens taken by no expert and" or "slots over capacity,",
+          fmt("%.0f%% of the %s%s, over max_drop = %g", 100 * dr,
+            L.router == "expert_choice" and "tokens were taken by no expert"
+              or "routing slots were dropped over capacity",
             over, a.max_drop))
       end
     end

@@ -236,7 +236,6 @@ local train_keys = { "task", "steps", "batch", "lr", "warmup", "weight_decay", "
 -- {step, layer, kind, value, threshold, message} in history.alarms and in info.alarms of its step.
 
 local alarm_defaults = { max_share = 0.5, dead = 0, min_entropy = 0.3, max_drop = 0.1, window = 50, quiet = false }
-local alarm_kinds = { "max_share", "dead", "min_entropy", "max_drop" }
 
 local function alarm_config(a, what)
   if a == false then return nil end
@@ -316,7 +315,7 @@ local function moe_watch_step(w, m, step, info, hist)
     local mx = 0
     for e = 1, L.E do mx = math.max(mx, load[e]) end
     local s = { layer = L.index, balance = balance, z_loss = z, aux_loss = L.aux * balance + L.zloss * z,
-      max_violation = L.E * mx - 1, share = L.k * mx, entropy = entropy, dead = dead, drop_rate = drop }
+      max_violation = l:probe("max_violation")[1], share = L.k * mx, entropy = entropy, dead = dead, drop_rate = drop }
     per[j] = s
     local h = hist.moe[j]
     for name, v in pairs(s) do

@@ -218,14 +218,178 @@ local function progress_line(info, steps)
 end
 
 local train_keys = { "task", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "seed", "on_step",
-  "log_every", "log", "min_lr_ratio", "beta1", "beta2", "eps" }
+  "log_every", "log", "min_lr_ratio", "beta1", "beta2", "eps", "alarms" }
+
+-- ---- routing collapse alarms (models with moe layers) -------------------------------------------
+--
+-- After every training step m:train reads the small probes of each moe layer (load, entropy, dead,
+-- drop_rate, aux_loss, z_loss: a few floats each) into info.moe and history.moe, and raises an alarm
+-- the first time, per layer and kind, that an indicator crosses its threshold. Load, entropy and drop
+-- rate are judged on their mean over the last `window` steps of this call (the first check comes once
+-- the window is full), so that the noise of one batch and the first steps from a random router do not
+-- warn. Kinds and default thresholds (alarms = {kind = number or false, ...}; alarms = false: none):
+--   max_share   = 0.5   one expert is among the choices of more than this fraction of the tokens:
+--                       k * max_i mean load_i > max_share (k slots per token: top_k, 1 for switch);
+--                       skipped where k / experts >= max_share (a balanced router would trip it);
+--   dead        = 0     more than this many experts got no token over the last 100 steps (the dead
+--                       probe), checked once the model has trained 100 steps;
+--   min_entropy = 0.3   mean router entropy / log(experts) below this (0.33: every token's
+--                       probability spread evenly over 2 of 8 experts): the router is saturated;
+--   max_drop    = 0.1   more than this fraction of slots dropped over capacity (expert_choice: of
+--                       tokens that no expert took);
+--   window      = 50    steps averaged before judging load, entropy and drop rate;
+--   quiet       = false true: record the alarms in the history without writing them to stderr.
+-- An alarm is written to stderr ("postformer: warning: layer 2 (moe), step 57: ...") and recorded as
+-- {step, layer, kind, value, threshold, message} in history.alarms and in info.alarms of its step.
+
+local alarm_defaults = { max_share = 0.5, dead = 0, min_entropy = 0.3, max_drop = 0.1, window = 50, quiet = false }
+
+local function alarm_config(a, what)
+  if a == false then return nil end
+  if a == nil or a == true then a = {} end
+  if type(a) ~= "table" then error(what .. ": option 'alarms' must be false or a table {max_share, dead, ...}", 3) end
+  for k in pairs(a) do
+    if alarm_defaults[k] == nil then
+      error(fmt("%s: unknown alarm '%s' (valid: max_share, dead, min_entropy, max_drop, window, quiet)", what,
+        tostring(k)), 3)
+    end
+  end
+  local c = {}
+  for k, v in pairs(alarm_defaults) do c[k] = v end
+  local function thr(name, lo, hi, int)
+    local v = a[name]
+    if v == false then c[name] = false
+    elseif v ~= nil then
+      local check = int and check_int or check_number
+      c[name] = check(v, what .. " alarms", name, lo, hi, 4)
+    end
+  end
+  thr("max_share", 0, 1)
+  thr("dead", 0, 64, true)
+  thr("min_entropy", 0, 1)
+  thr("max_drop", 0, 1)
+  if a.window ~= nil then c.window = check_int(a.window, what .. " alarms", "window", 1, 1 << 20, 3) end
+  if a.quiet ~= nil then
+    if type(a.quiet) ~= "boolean" then error(what .. ": alarms option 'quiet' must be true or false", 3) end
+    c.quiet = a.quiet
+  end
+  return c
+end
+
+-- A watcher over the moe layers of m (nil when it has none): per layer the options it needs and the
+-- running sums of the last `window` steps.
+local function moe_watch(m, alarms)
+  local w = { alarms = alarms, layers = {}, raised = {}, window = alarms and alarms.window or 1 }
+  for i, l in ipairs(m.layers) do
+    if l.kind == "moe" then
+      local o = l:options()
+      local E = o.experts
+      local k = o.router == "switch" and 1 or o.top_k
+      w.layers[#w.layers + 1] = { index = i, layer = l, E = E, k = k, router = o.router, aux = o.aux, zloss = o.zloss,
+        ring = {}, n = 0, sum_load = {}, sum_entropy = 0, sum_drop = 0 }
+      for e = 1, E do w.layers[#w.layers].sum_load[e] = 0 end
+    end
+  end
+  if #w.layers == 0 then return nil end
+  return w
+end
+
+local function raise_alarm(w, hist, new, step, L, kind, value, threshold, text)
+  local key = L.index .. ":" .. kind
+  if w.raised[key] then return end
+  w.raised[key] = true
+  local msg = fmt("layer %d (moe), step %d: %s", L.index, step, text)
+  local a = { step = step, layer = L.index, kind = kind, value = value, threshold = threshold, message = msg }
+  hist.alarms[#hist.alarms + 1] = a
+  new[#new + 1] = a
+  if not w.alarms.quiet then
+    io.stderr:write("postformer: warning: ", msg, "\n")
+    io.stderr:flush()
+  end
+end
+
+-- Read the probes of every moe layer after training step `step`; fill info.moe, history.moe and the
+-- alarms.
+local function moe_watch_step(w, m, step, info, hist)
+  local per, new = {}, {}
+  local W = w.window
+  for j, L in ipairs(w.layers) do
+    local l = L.layer
+    local load = l:probe("load"):totable()
+    local entropy, drop = l:probe("entropy")[1], l:probe("drop_rate")[1]
+    local balance, z = l:probe("aux_loss")[1], l:probe("z_loss")[1]
+    local dead = math.tointeger(l:probe("dead")[1]) or 0
+    local mx = 0
+    for e = 1, L.E do mx = math.max(mx, load[e]) end
+    local s = { layer = L.index, balance = balance, z_loss = z, aux_loss = L.aux * balance + L.zloss * z,
+      max_violation = l:probe("max_violation")[1], share = L.k * mx, entropy = entropy, dead = dead, drop_rate = drop }
+    per[j] = s
+    local h = hist.moe[j]
+    for name, v in pairs(s) do
+      if name ~= "layer" then h[name][step] = v end
+    end
+
+    -- the window's running sums
+    local slot = L.n % W + 1
+    local old = L.ring[slot]
+    if old then
+      for e = 1, L.E do L.sum_load[e] = L.sum_load[e] - old.load[e] end
+      L.sum_entropy, L.sum_drop = L.sum_entropy - old.entropy, L.sum_drop - old.drop
+    end
+    for e = 1, L.E do L.sum_load[e] = L.sum_load[e] + load[e] end
+    L.sum_entropy, L.sum_drop = L.sum_entropy + entropy, L.sum_drop + drop
+    L.ring[slot] = { load = load, entropy = entropy, drop = drop }
+    L.n = L.n + 1
+
+    local a = w.alarms
+    if a and L.n >= W then
+      local top, best = 0, 1
+      for e = 1, L.E do
+        if L.sum_load[e] > top then top, best = L.sum_load[e], e end
+      end
+      local share = L.k * top / W
+      local over = W > 1 and fmt(" (mean of the last %d steps)", W) or ""
+      if a.max_share and L.k / L.E < a.max_share and share > a.max_share then
+        raise_alarm(w, hist, new, step, L, "max_share", share, a.max_share,
+          fmt("expert %d is chosen by %.0f%% of the tokens%s, over max_share = %g: the router is collapsing",
+            best - 1, 100 * share, over, a.max_share))
+      end
+      local ent = L.sum_entropy / W
+      if a.min_entropy and ent < a.min_entropy then
+        raise_alarm(w, hist, new, step, L, "min_entropy", ent, a.min_entropy,
+          fmt("router entropy %.3f%s is under min_entropy = %g: the router is saturated", ent, over, a.min_entropy))
+      end
+      local dr = L.sum_drop / W
+      if a.max_drop and dr > a.max_drop then
+        raise_alarm(w, hist, new, step, L, "max_drop", dr, a.max_drop,
+          fmt("%.0f%% of the %s%s, over max_drop = %g", 100 * dr,
+            L.router == "expert_choice" and "tokens were taken by no expert"
+              or "routing slots were dropped over capacity",
+            over, a.max_drop))
+      end
+    end
+    if w.alarms and w.alarms.dead and dead > w.alarms.dead and m:steps_taken() >= 100 then
+      raise_alarm(w, hist, new, step, L, "dead", dead, w.alarms.dead,
+        fmt("%d of %d experts got no token in the last 100 steps (dead)", dead, L.E))
+    end
+  end
+  info.moe = per
+  info.alarms = new
+end
 
 -- m:train{task, steps = 200, batch = 16, lr = 3e-3, warmup = steps/10 (at most 100), min_lr_ratio = 0.1,
 --         weight_decay = 0, clip = 1 (0: none), beta1 = 0.9, beta2 = 0.95, eps = 1e-8,
---         seed (restarts the task's data), on_step = function(info), log (default: pf.headless), log_every}
--- Returns the history {loss = {...}, acc = {...}, aux = {...}, grad_norm, lr, steps, elapsed, tokens_per_s}.
+--         seed (restarts the task's data), on_step = function(info), log (default: pf.headless), log_every,
+--         alarms (models with moe layers: the collapse alarms above; false: none)}
+-- Returns the history {loss = {...}, acc = {...}, aux = {...}, grad_norm, lr, steps, elapsed, tokens_per_s};
+-- aux is the sum of the layers' weighted auxiliary losses per step. With moe layers also
+-- history.moe = {{layer, balance = {...}, z_loss, aux_loss, max_violation, share, entropy, dead, drop_rate}}
+-- (one per moe layer, one value per step; balance and z_loss before their weights, aux_loss after);
+-- history.alarms = {{step, layer, kind, value, threshold, message}} (empty without moe layers).
 -- on_step(info) gets info.step (1-based in this call), steps, loss, acc, aux_loss, grad_norm, lr,
--- tokens, tokens_per_s, elapsed; returning false stops training early.
+-- tokens, tokens_per_s, elapsed, and with moe layers info.moe (this step's row of history.moe for each
+-- moe layer: {layer, balance, ...}) and info.alarms (the alarms raised at this step); returning false
+-- stops training early.
 function Model.train(m, opts)
   local what = "m:train"
   if type(opts) ~= "table" then error(what .. ": expected a table of options {task, steps, batch, lr, ...}", 2) end
@@ -260,7 +424,15 @@ function Model.train(m, opts)
   local tty = log and C.isatty()
   local log_every = check_int(opts.log_every or math.max(1, steps // 10), what, "log_every", 1, math.maxinteger, 2)
 
-  local hist = setmetatable({ loss = {}, acc = {}, aux = {}, grad_norm = {}, lr = {} }, History)
+  local hist = setmetatable({ loss = {}, acc = {}, aux = {}, grad_norm = {}, lr = {}, alarms = {} }, History)
+  local watch = moe_watch(m, alarm_config(opts.alarms, what))
+  if watch then
+    hist.moe = {}
+    for j, L in ipairs(watch.layers) do
+      hist.moe[j] = { layer = L.index, balance = {}, z_loss = {}, aux_loss = {}, max_violation = {}, share = {},
+        entropy = {}, dead = {}, drop_rate = {} }
+    end
+  end
   local start, tokens, last_draw = pf.clock(), 0, -1
   local info
   for i = 1, steps do
@@ -275,6 +447,7 @@ function Model.train(m, opts)
     }
     hist.loss[i], hist.acc[i], hist.aux[i] = st.loss, st.acc, st.aux_loss
     hist.grad_norm[i], hist.lr[i] = st.grad_norm, st.lr
+    if watch then moe_watch_step(watch, m, i, info, hist) end
     pf._yield(m, info, task)
     if log then
       if tty then

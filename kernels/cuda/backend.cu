@@ -49,4 +49,9 @@ extern "C" const pf_backend pf_backend_cuda = {
 
     .cross_entropy = cuda_cross_entropy,
     .adamw = cuda_adamw,
+
+    .conv1d_causal_forward = cuda_conv1d_causal_forward,
+    .conv1d_causal_backward = cuda_conv1d_causal_backward,
+    .ssm_scan_forward = cuda_ssm_scan_forward,
+    .ssm_scan_backward = cuda_ssm_scan_backward,
 };

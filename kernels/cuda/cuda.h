@@ -112,4 +112,12 @@ int  cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 void cuda_attention_step(float *out, float *weights, const float *q, const float *kcache,
                          const float *vcache, int len, int Hq, int Hkv, int D, int window);
 
+/* ssm.cu */
+void cuda_conv1d_causal_forward(float *out, const float *x, int ldx, const float *w, const float *bias,
+                                float *state, int B, int T, int E, int K);
+void cuda_conv1d_causal_backward(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                                 int ldx, const float *w, int B, int T, int E, int K);
+int  cuda_ssm_scan_forward(const pf_ssm_scan *s);
+int  cuda_ssm_scan_backward(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
+
 #endif

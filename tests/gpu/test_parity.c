@@ -852,6 +852,183 @@ static void test_ssm(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_scan(&cases[i]);
 }
 
+/* ---- mixture of experts ------------------------------------------------------------------------ */
+
+static int32_t *ifetch(const int32_t *d, size_t n)
+{
+    int32_t *h = malloc((n ? n : 1) * sizeof(int32_t));
+    G->download(h, d, n * sizeof(int32_t));
+    return h;
+}
+
+static int32_t *idev_poison(size_t n)
+{
+    int32_t *d = dev_track(G->alloc((n ? n : 1) * sizeof(int32_t)));
+    G->fill((float *)d, NAN, n); /* NaN bits: never a valid row or id */
+    return d;
+}
+
+static int same_ints(const int32_t *d, const int32_t *ref, size_t n)
+{
+    int32_t *h = ifetch(d, n);
+    int same = memcmp(h, ref, n * sizeof(int32_t)) == 0;
+    free(h);
+    return same;
+}
+
+static void test_moe_route(int N, int E, int K, int renorm)
+{
+    float *logits = hrand((size_t)N * E, 2);
+    float *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    float *w = malloc((size_t)N * K * sizeof(float) + 1);
+    int32_t *idx = malloc((size_t)N * K * sizeof(int32_t) + 1);
+    float *gl = DEVF(logits, N * E), *gp = dev_poison((size_t)N * E), *glse = dev_poison(N), *gw = dev_poison((size_t)N * K);
+    int32_t *gidx = idev_poison((size_t)N * K);
+    C->moe_route(probs, lse, idx, w, logits, N, E, K, renorm);
+    G->moe_route(gp, glse, gidx, gw, gl, N, E, K, renorm);
+    char detail[80];
+    snprintf(detail, sizeof detail, "N%d E%d K%d%s", N, E, K, renorm ? " renorm" : "");
+    report("moe_route", detail, fmax(rel_dev(gp, probs, (size_t)N * E), rel_dev(glse, lse, N)));
+    if (K > 0) {
+        report_exact("moe_route", "  ... top-k ids", same_ints(gidx, idx, (size_t)N * K));
+        report("moe_route", "  ... gate weights", rel_dev(gw, w, (size_t)N * K));
+    }
+    free(logits), free(probs), free(lse), free(w), free(idx);
+    dev_free_all();
+}
+
+static void test_moe_dispatch(int N, int E, int K, int cap)
+{
+    /* ids and weights from the cpu's routing, the same on both sides */
+    float *logits = hrand((size_t)N * E, 2), *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    float *w = malloc((size_t)N * K * sizeof(float));
+    int32_t *idx = malloc((size_t)N * K * sizeof(int32_t));
+    C->moe_route(probs, lse, idx, w, logits, N, E, K, 1);
+    int32_t *slot_row = malloc((size_t)N * K * sizeof(int32_t)), *row_token = malloc((size_t)N * K * sizeof(int32_t));
+    int32_t *counts = malloc((2 * (size_t)E + 1) * sizeof(int32_t));
+    float *row_w = malloc((size_t)N * K * sizeof(float));
+    C->moe_dispatch(slot_row, row_token, row_w, counts, idx, w, N, E, K, cap);
+    int R = 0;
+    for (int e = 0; e < E; e++) R += counts[e];
+    int32_t *gidx = dev_of(idx, (size_t)N * K * sizeof(int32_t));
+    float *gw = DEVF(w, N * K), *grow_w = dev_poison((size_t)N * K);
+    int32_t *gslot = idev_poison((size_t)N * K), *grow_tok = idev_poison((size_t)N * K), *gcounts = idev_poison(2 * E + 1);
+    G->moe_dispatch(gslot, grow_tok, grow_w, gcounts, gidx, gw, N, E, K, cap);
+    char detail[80];
+    snprintf(detail, sizeof detail, "N%d E%d K%d cap%d (R %d, dropped %d)", N, E, K, cap, R, counts[2 * E]);
+    int same = same_ints(gslot, slot_row, (size_t)N * K) && same_ints(grow_tok, row_token, R) &&
+               same_ints(gcounts, counts, 2 * E + 1);
+    G->sync();
+    report_exact("moe_dispatch", detail, same);
+    report("moe_dispatch", "  ... row weights", rel_dev(grow_w, row_w, R));
+    free(logits), free(probs), free(lse), free(w), free(idx), free(slot_row), free(row_token), free(counts), free(row_w);
+    dev_free_all();
+}
+
+static void test_moe_expert_choice(int N, int E, int c)
+{
+    float *logits = hrand((size_t)N * E, 2), *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    C->moe_route(probs, lse, NULL, NULL, logits, N, E, 0, 0);
+    for (int t = 5; t < N; t += 7) /* ties: the same probability for two tokens */
+        for (int e = 0; e < E; e++) probs[(size_t)t * E + e] = probs[(size_t)(t - 3) * E + e];
+    size_t NE = (size_t)N * E, Ec = (size_t)E * c;
+    int32_t *slot = malloc(NE * sizeof(int32_t)), *rtok = malloc(Ec * sizeof(int32_t)), *counts = malloc((2 * E + 1) * sizeof(int32_t));
+    int32_t *scratch = malloc(2 * NE * sizeof(int32_t));
+    float *w = malloc(NE * sizeof(float)), *rw = malloc(Ec * sizeof(float));
+    C->moe_expert_choice(slot, w, rtok, rw, counts, scratch, probs, N, E, c);
+    float *gp = DEVF(probs, NE), *gw = dev_poison(NE), *grw = dev_poison(Ec);
+    int32_t *gslot = idev_poison(NE), *grtok = idev_poison(Ec), *gcounts = idev_poison(2 * E + 1), *gscr = idev_poison(2 * NE);
+    G->moe_expert_choice(gslot, gw, grtok, grw, gcounts, gscr, gp, N, E, c);
+    char detail[80];
+    snprintf(detail, sizeof detail, "N%d E%d c%d with ties (untaken %d)", N, E, c, counts[2 * E]);
+    int same = same_ints(gslot, slot, NE) && same_ints(grtok, rtok, Ec) && same_ints(gcounts, counts, 2 * E + 1);
+    G->sync();
+    report_exact("moe_expert_choice", detail, same);
+    report("moe_expert_choice", "  ... w, row weights", fmax(rel_dev(gw, w, NE), rel_dev(grw, rw, Ec)));
+    free(logits), free(probs), free(lse), free(slot), free(rtok), free(counts), free(scratch), free(w), free(rw);
+    dev_free_all();
+}
+
+static void test_moe_rows(void)
+{
+    int N = 203, E = 6, K = 2, Cc = 45;
+    float *logits = hrand((size_t)N * E, 2), *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    float *w = malloc((size_t)N * K * sizeof(float)), *row_w = malloc((size_t)N * K * sizeof(float));
+    int32_t *idx = malloc((size_t)N * K * sizeof(int32_t)), *slot = malloc((size_t)N * K * sizeof(int32_t));
+    int32_t *rtok = malloc((size_t)N * K * sizeof(int32_t)), *counts = malloc((2 * E + 1) * sizeof(int32_t));
+    C->moe_route(probs, lse, idx, w, logits, N, E, K, 1);
+    C->moe_dispatch(slot, rtok, row_w, counts, idx, w, N, E, K, 60); /* some dropped */
+    int R = 0;
+    for (int e = 0; e < E; e++) R += counts[e];
+    float *x = hrand((size_t)N * Cc, 1), *y = hrand((size_t)R * Cc, 1), *out = malloc((size_t)R * Cc * sizeof(float));
+    float *gx = DEVF(x, N * Cc), *gy = DEVF(y, R * Cc), *grw = DEVF(row_w, N * K), *gw = DEVF(w, N * K);
+    int32_t *grtok = dev_of(rtok, (size_t)N * K * sizeof(int32_t)), *gslot = dev_of(slot, (size_t)N * K * sizeof(int32_t));
+    float *gout = dev_poison((size_t)R * Cc);
+    for (int sc = 0; sc < 2; sc++) {
+        C->moe_gather(out, x, rtok, sc ? row_w : NULL, R, Cc);
+        G->moe_gather(gout, gx, grtok, sc ? grw : NULL, R, Cc);
+        report("moe_gather", sc ? "R rows of 45, scaled" : "R rows of 45", rel_dev(gout, out, (size_t)R * Cc));
+    }
+    float *comb = hrand((size_t)N * Cc, 1), *gcomb = DEVF(comb, N * Cc);
+    C->moe_combine(comb, y, slot, w, N, K, Cc, 1);
+    G->moe_combine(gcomb, gy, gslot, gw, N, K, Cc, 1);
+    report("moe_combine", "weighted, accumulate", rel_dev(gcomb, comb, (size_t)N * Cc));
+    G->fill(gcomb, NAN, (size_t)N * Cc);
+    C->moe_combine(comb, y, slot, NULL, N, K, Cc, 0);
+    G->moe_combine(gcomb, gy, gslot, NULL, N, K, Cc, 0);
+    report("moe_combine", "unweighted, overwrite", rel_dev(gcomb, comb, (size_t)N * Cc));
+    float *dout = hrand((size_t)N * Cc, 1), *dw = malloc((size_t)N * K * sizeof(float));
+    float *gdout = DEVF(dout, N * Cc), *gdw = dev_poison((size_t)N * K);
+    C->moe_gate_grad(dw, dout, y, slot, N, K, Cc);
+    G->moe_gate_grad(gdw, gdout, gy, gslot, N, K, Cc);
+    report("moe_gate_grad", "N203 K2 C45", rel_dev(gdw, dw, (size_t)N * K));
+    /* router backward: top-k with and without renorm, and the expert-choice layout (idx NULL, K = E) */
+    float *aux = hrand(E, 0.1), *dl = malloc((size_t)N * E * sizeof(float));
+    float *gp = DEVF(probs, N * E), *glse = DEVF(lse, N), *gaux = DEVF(aux, E), *gdl = dev_poison((size_t)N * E);
+    int32_t *gidx = dev_of(idx, (size_t)N * K * sizeof(int32_t));
+    for (int renorm = 0; renorm < 2; renorm++) {
+        C->moe_router_backward(dl, probs, lse, idx, w, dw, renorm ? aux : NULL, 0.01f, N, E, K, renorm);
+        G->moe_router_backward(gdl, gp, glse, gidx, gw, gdw, renorm ? gaux : NULL, 0.01f, N, E, K, renorm);
+        report("moe_router_backward", renorm ? "top-2, renorm, aux, z" : "top-2, z", rel_dev(gdl, dl, (size_t)N * E));
+    }
+    float *wE = hrand((size_t)N * E, 1), *dwE = hrand((size_t)N * E, 1);
+    float *gwE = DEVF(wE, N * E), *gdwE = DEVF(dwE, N * E);
+    C->moe_router_backward(dl, probs, lse, NULL, wE, dwE, aux, 0.0f, N, E, E, 0);
+    G->moe_router_backward(gdl, gp, glse, NULL, gwE, gdwE, gaux, 0.0f, N, E, E, 0);
+    report("moe_router_backward", "expert-choice layout (idx NULL)", rel_dev(gdl, dl, (size_t)N * E));
+    float *stats = malloc((E + 2) * sizeof(float)), *gst = dev_poison(E + 2);
+    C->moe_router_stats(stats, probs, lse, N, E);
+    G->moe_router_stats(gst, gp, glse, N, E);
+    report("moe_router_stats", "N203 E6", rel_dev(gst, stats, E + 2));
+    size_t nj = 10007;
+    float *jin = hrand(nj, 1), *jout = malloc(nj * sizeof(float)), *jn = malloc(nj * sizeof(float));
+    float *gjin = DEVF(jin, nj), *gjout = dev_poison(nj), *gjn = dev_poison(nj);
+    C->moe_jitter(jout, jn, jin, nj, 0.05f, 1234, 17);
+    G->moe_jitter(gjout, gjn, gjin, nj, 0.05f, 1234, 17);
+    report("moe_jitter", "n=10007 (the same hash)", fmax(rel_dev(gjout, jout, nj), rel_dev(gjn, jn, nj)));
+    free(logits), free(probs), free(lse), free(w), free(row_w), free(idx), free(slot), free(rtok), free(counts);
+    free(x), free(y), free(out), free(comb), free(dout), free(dw), free(aux), free(dl), free(wE), free(dwE), free(stats);
+    free(jin), free(jout), free(jn);
+    dev_free_all();
+}
+
+static void test_moe(void)
+{
+    test_moe_route(301, 8, 2, 1);
+    test_moe_route(301, 8, 2, 0);
+    test_moe_route(77, 5, 1, 0);
+    test_moe_route(50, 64, 8, 1);
+    test_moe_route(33, 6, 0, 0);
+    test_moe_dispatch(301, 8, 2, -1);
+    test_moe_dispatch(301, 8, 2, 70);
+    test_moe_dispatch(1500, 8, 2, 300);
+    test_moe_dispatch(77, 5, 1, 0);
+    test_moe_dispatch(4099, 16, 4, 1100);
+    test_moe_expert_choice(203, 6, 40);
+    test_moe_expert_choice(1500, 8, 375);
+    test_moe_rows();
+}
+
 /* ---- a small model on both devices -------------------------------------------------------------- */
 
 /* A layer spec: a kind and "name=value ..." options (numbers, true/false or words). */
@@ -1058,6 +1235,7 @@ int main(int argc, char **argv)
     test_rope();
     test_attention();
     test_ssm();
+    test_moe();
     test_model();
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
     printf("%d passed, %d failed\n", n_pass, n_fail);

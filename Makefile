@@ -7,6 +7,7 @@
 #   make bench      deps + build, then the benchmarks beside PyTorch (Debian's python3-torch)
 #   make test-gpu   the cuda backend against the cpu, kernel by kernel (tests/gpu/test_parity.c);
 #                   prints "skipped: no GPU" and succeeds where there is none
+#   make bench-gpu  postformer on cuda beside PyTorch/transformers on the same GPU (tests/gpu/bench_gpu.sh)
 #   make SAN=1 ...  the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build-san/)
 #   make clean
 #
@@ -77,7 +78,7 @@ BIN := $(BUILD)/postformer
 
 BENCH := $(BUILD)/bench
 
-.PHONY: all deps bench-deps run test bench clean test-gpu
+.PHONY: all deps bench-deps run test bench clean test-gpu bench-gpu
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -164,6 +165,10 @@ $(GPU_TEST): $(BUILD)/obj/tests/gpu/test_parity.o $(LIB)
 
 test-gpu: $(GPU_TEST)
 	$(GPU_TEST)
+
+# cuda against PyTorch eager (transformers) on the GPU: tokens/s, us/token, attention TFLOP/s
+bench-gpu: $(BENCH) $(GPU_TEST)
+	@BUILD=$(BUILD) sh tests/gpu/bench_gpu.sh
 
 clean:
 	rm -rf build build-san

@@ -36,9 +36,23 @@ int pf_layer_add_param(pf_layer *l, const char *name, int ndim, const int *shape
     return 0;
 }
 
+int pf_layer_kind_check_backend(const pf_layer_kind *kind, const pf_backend *be)
+{
+    if (!kind->kernels) return 0;
+    for (const pf_kernel_need *k = kind->kernels; k->name; k++) {
+        void (*fn)(void);
+        memcpy(&fn, (const char *)be + k->offset, sizeof fn); /* every field is a function pointer */
+        if (!fn)
+            return pf_error("%s: the %s backend has no kernel '%s' yet (this layer kind cannot run there)",
+                            kind->name, be->name, k->name);
+    }
+    return 0;
+}
+
 pf_layer *pf_layer_create(const pf_layer_kind *kind, const pf_config *cfg, int dim,
                           const pf_backend *be, uint64_t seed)
 {
+    if (pf_layer_kind_check_backend(kind, be) < 0) return NULL;
     pf_layer *l = calloc(1, sizeof *l);
     if (!l) {
         pf_error("%s: out of memory", kind->name);

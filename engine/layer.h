@@ -65,6 +65,13 @@ typedef struct pf_layer_info {
     int    constant_state;      /* 1 when step is O(1) in the sequence length */
 } pf_layer_info;
 
+/* A kernel of pf_backend that a layer kind calls: the field's offset and its name (for the error). */
+typedef struct pf_kernel_need {
+    size_t      offset;         /* offsetof(pf_backend, field) */
+    const char *name;           /* "ssm_scan_forward"; NULL ends a list */
+} pf_kernel_need;
+#define PF_KERNEL(field) {offsetof(pf_backend, field), #field}
+
 typedef struct pf_layer_kind {
     const char          *name;          /* "attention" */
     const char          *summary;       /* one line for help and describe */
@@ -92,6 +99,10 @@ typedef struct pf_layer_kind {
     /* Optional: called after every optimiser step (1-based), for per-training-step probes. */
     void (*train_step_end)(pf_layer *l, int step);
     void (*destroy)(pf_layer *l);                  /* frees impl and device buffers */
+    /* Every kernel the kind calls through l->be (PF_KERNEL(field) each, ending with {0, NULL}).
+     * pf_layer_create fails with a clear error when the backend leaves one NULL (a kernel not
+     * written for that device yet), so no layer ever calls through a NULL pointer. */
+    const pf_kernel_need *kernels;
 } pf_layer_kind;
 
 struct pf_layer {
@@ -129,10 +140,13 @@ int pf_probe_from_device(const pf_backend *be, pf_tensor **out, const float *src
 extern const pf_layer_kind *const pf_layer_kinds[];
 const pf_layer_kind *pf_layer_kind_find(const char *name);
 
-/* A layer of `kind` with width dim and options cfg on backend be; NULL with pf_error. */
+/* A layer of `kind` with width dim and options cfg on backend be; NULL with pf_error (also when be
+ * lacks a kernel that kind->kernels names). */
 pf_layer *pf_layer_create(const pf_layer_kind *kind, const pf_config *cfg, int dim,
                           const pf_backend *be, uint64_t seed);
 void      pf_layer_destroy(pf_layer *l);
+/* 0 when be has every kernel the kind lists; -1 with pf_error naming the first missing one. */
+int       pf_layer_kind_check_backend(const pf_layer_kind *kind, const pf_backend *be);
 /* Point every parameter view at params + offset (and grads likewise). */
 void      pf_layer_bind(pf_layer *l, float *params, float *grads);
 /* Initialise this layer's parameters into host (l->numel), in bind order. */

@@ -279,6 +279,13 @@ static void attention_destroy(pf_layer *l)
     l->impl = NULL;
 }
 
+/* every kernel this kind calls: pf_layer_create checks that the backend has them */
+static const pf_kernel_need attention_kernels[] = {
+    PF_KERNEL(alloc), PF_KERNEL(attention_backward), PF_KERNEL(attention_forward),
+    PF_KERNEL(attention_step), PF_KERNEL(copy), PF_KERNEL(download), PF_KERNEL(free),
+    PF_KERNEL(gemm), PF_KERNEL(rope), {0, NULL},
+};
+
 const pf_layer_kind pf_layer_attention = {
     .name = "attention",
     .summary = "causal multi-head attention: grouped KV heads, RoPE, sliding window, flash tiles",
@@ -294,4 +301,5 @@ const pf_layer_kind pf_layer_attention = {
     .probe = attention_probe,
     .describe = attention_describe,
     .destroy = attention_destroy,
+    .kernels = attention_kernels,
 };

@@ -265,6 +265,14 @@ static void gla_destroy(pf_layer *l)
     l->impl = NULL;
 }
 
+/* every kernel this kind calls: pf_layer_create checks that the backend has them */
+static const pf_kernel_need gla_kernels[] = {
+    PF_KERNEL(act_backward), PF_KERNEL(act_forward), PF_KERNEL(alloc), PF_KERNEL(bias_add),
+    PF_KERNEL(bias_grad), PF_KERNEL(download), PF_KERNEL(free), PF_KERNEL(gemm),
+    PF_KERNEL(linattn_backward), PF_KERNEL(linattn_forward), PF_KERNEL(mul),
+    PF_KERNEL(rmsnorm_backward), PF_KERNEL(rmsnorm_forward), PF_KERNEL(scale), PF_KERNEL(zero), {0, NULL},
+};
+
 const pf_layer_kind pf_layer_gla = {
     .name = "gla",
     .summary = "gated linear attention: data-dependent decay per key, swish gate, per-head RMSNorm",
@@ -280,4 +288,5 @@ const pf_layer_kind pf_layer_gla = {
     .probe = gla_probe,
     .describe = gla_describe,
     .destroy = gla_destroy,
+    .kernels = gla_kernels,
 };

@@ -232,6 +232,13 @@ static void la_destroy(pf_layer *l)
     l->impl = NULL;
 }
 
+/* every kernel this kind calls: pf_layer_create checks that the backend has them */
+static const pf_kernel_need linear_attention_kernels[] = {
+    PF_KERNEL(act_backward), PF_KERNEL(act_forward), PF_KERNEL(alloc), PF_KERNEL(download),
+    PF_KERNEL(free), PF_KERNEL(gemm), PF_KERNEL(linattn_backward), PF_KERNEL(linattn_forward),
+    PF_KERNEL(zero), {0, NULL},
+};
+
 const pf_layer_kind pf_layer_linear_attention = {
     .name = "linear_attention",
     .summary = "causal linear attention: feature map phi, running state S = sum phi(k) v^T (and z)",
@@ -247,4 +254,5 @@ const pf_layer_kind pf_layer_linear_attention = {
     .probe = la_probe,
     .describe = la_describe,
     .destroy = la_destroy,
+    .kernels = linear_attention_kernels,
 };

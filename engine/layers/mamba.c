@@ -31,6 +31,15 @@ const pf_probe_info ssm_block_probes[3] = {
     {"decay", "[d_inner, d_state]", PF_REFRESH_STEP, "exp(Δ A) of the last step: how much of h survives"},
 };
 
+/* every kernel the block calls (mamba and s4d share it) */
+const pf_kernel_need ssm_block_kernels[] = {
+    PF_KERNEL(act_backward), PF_KERNEL(act_forward), PF_KERNEL(alloc), PF_KERNEL(bias_grad),
+    PF_KERNEL(conv1d_causal_backward), PF_KERNEL(conv1d_causal_forward), PF_KERNEL(copy),
+    PF_KERNEL(download), PF_KERNEL(free), PF_KERNEL(gemm), PF_KERNEL(ssm_scan_backward),
+    PF_KERNEL(ssm_scan_forward), PF_KERNEL(swiglu_backward), PF_KERNEL(swiglu_forward),
+    PF_KERNEL(zero), {0, NULL},
+};
+
 int ssm_block_create(pf_layer *l, int selective, int N, int expand, int K, int R)
 {
     ssm_block *s = calloc(1, sizeof *s);
@@ -366,4 +375,5 @@ const pf_layer_kind pf_layer_mamba = {
     .probe = ssm_block_probe,
     .describe = ssm_block_describe,
     .destroy = ssm_block_destroy,
+    .kernels = ssm_block_kernels,
 };

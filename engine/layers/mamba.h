@@ -50,6 +50,7 @@ typedef struct ssm_block {
 #define SSM_CHUNK 32
 
 extern const pf_probe_info ssm_block_probes[3];
+extern const pf_kernel_need ssm_block_kernels[];  /* every kernel the block calls */
 
 /* Allocates l->impl; the kind then registers its parameters (ssm_block_add_* in order). */
 int  ssm_block_create(pf_layer *l, int selective, int N, int expand, int K, int R);

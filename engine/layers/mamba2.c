@@ -271,6 +271,15 @@ static void mamba2_destroy(pf_layer *l)
     l->impl = NULL;
 }
 
+/* every kernel this kind calls: pf_layer_create checks that the backend has them */
+static const pf_kernel_need mamba2_kernels[] = {
+    PF_KERNEL(act_backward), PF_KERNEL(act_forward), PF_KERNEL(alloc), PF_KERNEL(bias_grad),
+    PF_KERNEL(conv1d_causal_backward), PF_KERNEL(conv1d_causal_forward), PF_KERNEL(download),
+    PF_KERNEL(free), PF_KERNEL(gemm), PF_KERNEL(rmsnorm_gated_backward),
+    PF_KERNEL(rmsnorm_gated_forward), PF_KERNEL(ssd_backward), PF_KERNEL(ssd_forward),
+    PF_KERNEL(ssd_step), PF_KERNEL(zero), {0, NULL},
+};
+
 const pf_layer_kind pf_layer_mamba2 = {
     .name = "mamba2",
     .summary = "Mamba-2: scalar decay per head, SSD chunked scan for training, recurrence for step",
@@ -287,4 +296,5 @@ const pf_layer_kind pf_layer_mamba2 = {
     .probe = mamba2_probe,
     .describe = mamba2_describe,
     .destroy = mamba2_destroy,
+    .kernels = mamba2_kernels,
 };

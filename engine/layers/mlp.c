@@ -133,6 +133,13 @@ static void mlp_destroy(pf_layer *l)
     l->impl = NULL;
 }
 
+/* every kernel this kind calls: pf_layer_create checks that the backend has them */
+static const pf_kernel_need mlp_kernels[] = {
+    PF_KERNEL(act_backward), PF_KERNEL(act_forward), PF_KERNEL(alloc), PF_KERNEL(bias_add),
+    PF_KERNEL(bias_grad), PF_KERNEL(free), PF_KERNEL(gemm), PF_KERNEL(swiglu_backward),
+    PF_KERNEL(swiglu_forward), {0, NULL},
+};
+
 const pf_layer_kind pf_layer_mlp = {
     .name = "mlp",
     .summary = "feed-forward: GELU (fc1, fc2) or SwiGLU (gate_proj, up_proj, down_proj)",
@@ -145,4 +152,5 @@ const pf_layer_kind pf_layer_mlp = {
     .reset = mlp_reset,
     .describe = mlp_describe,
     .destroy = mlp_destroy,
+    .kernels = mlp_kernels,
 };

@@ -608,6 +608,16 @@ static void moe_destroy(pf_layer *l)
     l->impl = NULL;
 }
 
+/* every kernel this kind calls: pf_layer_create checks that the backend has them */
+static const pf_kernel_need moe_kernels[] = {
+    PF_KERNEL(act_backward), PF_KERNEL(act_forward), PF_KERNEL(add), PF_KERNEL(alloc),
+    PF_KERNEL(bias_add), PF_KERNEL(bias_grad), PF_KERNEL(download), PF_KERNEL(free),
+    PF_KERNEL(gemm), PF_KERNEL(moe_combine), PF_KERNEL(moe_dispatch), PF_KERNEL(moe_expert_choice),
+    PF_KERNEL(moe_gate_grad), PF_KERNEL(moe_gather), PF_KERNEL(moe_jitter), PF_KERNEL(moe_route),
+    PF_KERNEL(moe_router_backward), PF_KERNEL(moe_router_stats), PF_KERNEL(mul),
+    PF_KERNEL(swiglu_backward), PF_KERNEL(swiglu_forward), PF_KERNEL(upload), {0, NULL},
+};
+
 const pf_layer_kind pf_layer_moe = {
     .name = "moe",
     .summary = "mixture of experts: softmax router (topk, switch, expert_choice), MLP experts",
@@ -624,4 +634,5 @@ const pf_layer_kind pf_layer_moe = {
     .describe = moe_describe,
     .train_step_end = moe_train_step_end,
     .destroy = moe_destroy,
+    .kernels = moe_kernels,
 };

@@ -320,6 +320,15 @@ static void retention_destroy(pf_layer *l)
     l->impl = NULL;
 }
 
+/* every kernel this kind calls: pf_layer_create checks that the backend has them */
+static const pf_kernel_need retention_kernels[] = {
+    PF_KERNEL(alloc), PF_KERNEL(download), PF_KERNEL(free), PF_KERNEL(gemm),
+    PF_KERNEL(retention_chunkwise_backward), PF_KERNEL(retention_chunkwise_forward),
+    PF_KERNEL(retention_norm_gate_backward), PF_KERNEL(retention_norm_gate_forward),
+    PF_KERNEL(retention_recurrent_backward), PF_KERNEL(retention_recurrent_forward),
+    PF_KERNEL(retention_split), PF_KERNEL(retention_split_backward), PF_KERNEL(zero), {0, NULL},
+};
+
 const pf_layer_kind pf_layer_retention = {
     .name = "retention",
     .summary = "RetNet multi-scale retention: parallel, chunkwise or recurrent training, recurrent step",
@@ -335,4 +344,5 @@ const pf_layer_kind pf_layer_retention = {
     .probe = retention_probe,
     .describe = retention_describe,
     .destroy = retention_destroy,
+    .kernels = retention_kernels,
 };

@@ -71,4 +71,5 @@ const pf_layer_kind pf_layer_s4d = {
     .probe = ssm_block_probe,
     .describe = ssm_block_describe,
     .destroy = ssm_block_destroy,
+    .kernels = ssm_block_kernels,
 };

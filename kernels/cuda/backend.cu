@@ -49,4 +49,19 @@ extern "C" const pf_backend pf_backend_cuda = {
 
     .cross_entropy = cuda_cross_entropy,
     .adamw = cuda_adamw,
+
+    .conv1d_causal_forward = cuda_conv1d_causal_forward,
+    .conv1d_causal_backward = cuda_conv1d_causal_backward,
+    .ssm_scan_forward = cuda_ssm_scan_forward,
+    .ssm_scan_backward = cuda_ssm_scan_backward,
+
+    .moe_jitter = cuda_moe_jitter,
+    .moe_route = cuda_moe_route,
+    .moe_dispatch = cuda_moe_dispatch,
+    .moe_expert_choice = cuda_moe_expert_choice,
+    .moe_gather = cuda_moe_gather,
+    .moe_combine = cuda_moe_combine,
+    .moe_gate_grad = cuda_moe_gate_grad,
+    .moe_router_backward = cuda_moe_router_backward,
+    .moe_router_stats = cuda_moe_router_stats,
 };

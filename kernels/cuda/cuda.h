@@ -112,4 +112,29 @@ int  cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 void cuda_attention_step(float *out, float *weights, const float *q, const float *kcache,
                          const float *vcache, int len, int Hq, int Hkv, int D, int window);
 
+/* ssm.cu */
+void cuda_conv1d_causal_forward(float *out, const float *x, int ldx, const float *w, const float *bias,
+                                float *state, int B, int T, int E, int K);
+void cuda_conv1d_causal_backward(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                                 int ldx, const float *w, int B, int T, int E, int K);
+int  cuda_ssm_scan_forward(const pf_ssm_scan *s);
+int  cuda_ssm_scan_backward(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
+
+/* moe.cu */
+void cuda_moe_jitter(float *out, float *noise, const float *in, size_t n, float eps, uint64_t seed, uint64_t counter);
+void cuda_moe_route(float *probs, float *lse, int32_t *idx, float *w, const float *logits, int N, int E, int K,
+                    int renorm);
+void cuda_moe_dispatch(int32_t *slot_row, int32_t *row_token, float *row_w, int32_t *counts, const int32_t *idx,
+                       const float *w, int N, int E, int K, int cap);
+void cuda_moe_expert_choice(int32_t *slot_row, float *w, int32_t *row_token, float *row_w, int32_t *counts,
+                            int32_t *scratch, const float *probs, int N, int E, int c);
+void cuda_moe_gather(float *out, const float *in, const int32_t *row_token, const float *scale, int R, int C);
+void cuda_moe_combine(float *out, const float *y, const int32_t *slot_row, const float *w, int N, int K, int C,
+                      int accumulate);
+void cuda_moe_gate_grad(float *dw, const float *dout, const float *y, const int32_t *slot_row, int N, int K, int C);
+void cuda_moe_router_backward(float *dlogits, const float *probs, const float *lse, const int32_t *idx,
+                              const float *w, const float *dw, const float *aux_grad, float z_coef, int N, int E,
+                              int K, int renorm);
+void cuda_moe_router_stats(float *stats, const float *probs, const float *lse, int N, int E);
+
 #endif

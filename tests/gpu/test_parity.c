@@ -644,35 +644,452 @@ static void test_attention(void)
     test_attention_step(300, 6, 3, 48, 50);
 }
 
+/* ---- recurrent-state layers: causal conv1d, selective scan -------------------------------------- */
+
+/* rel over the (rows, cols) block of matrices with leading dimension ld */
+static double rel_strided(const float *out, const float *ref, long rows, int cols, int ld)
+{
+    double num = 0, den = 0;
+    for (long r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            float o = out[r * ld + c], f = ref[r * ld + c];
+            if (!isfinite(o) || !isfinite(f)) return NAN;
+            num += ((double)o - f) * ((double)o - f);
+            den += (double)f * f;
+        }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double rel_dev_strided(const float *d, const float *ref, long rows, int cols, int ld)
+{
+    float *h = fetch(d, (size_t)rows * ld);
+    double e = rel_strided(h, ref, rows, cols, ld);
+    free(h);
+    return e;
+}
+
+static void test_conv1d(int B, int T, int E, int K, int with_state)
+{
+    int ldx = E + 5, rows = B * T;
+    float *x = hrand((size_t)rows * ldx, 1), *w = hrand((size_t)E * K, 0.5), *bias = hrand(E, 1);
+    float *st = with_state ? hrand((size_t)B * (K - 1) * E + 1, 1) : NULL;
+    float *out = malloc((size_t)rows * E * sizeof(float));
+    float *gx = DEVF(x, rows * ldx), *gw = DEVF(w, E * K), *gb = DEVF(bias, E), *gout = dev_poison((size_t)rows * E);
+    float *gst = with_state ? DEVF(st, B * (K - 1) * E + 1) : NULL;
+    C->conv1d_causal_forward(out, x, ldx, w, bias, st, B, T, E, K);
+    G->conv1d_causal_forward(gout, gx, ldx, gw, gb, gst, B, T, E, K);
+    char detail[80];
+    snprintf(detail, sizeof detail, "B%d T%d E%d K%d%s", B, T, E, K, with_state ? " state" : "");
+    double e = rel_dev(gout, out, (size_t)rows * E);
+    if (with_state && K > 1) e = fmax(e, rel_dev(gst, st, (size_t)B * (K - 1) * E));
+    report("conv1d_forward", detail, e);
+    /* backward: dx overwritten (strided), dw and dbias accumulated */
+    float *dout = hrand((size_t)rows * E, 1), *dx = hrand((size_t)rows * ldx, 1), *dw = hrand((size_t)E * K, 1);
+    float *db = hrand(E, 1);
+    float *gdout = DEVF(dout, rows * E), *gdx = dev_poison((size_t)rows * ldx), *gdw = DEVF(dw, E * K), *gdb = DEVF(db, E);
+    C->conv1d_causal_backward(dx, ldx, dw, db, dout, x, ldx, w, B, T, E, K);
+    G->conv1d_causal_backward(gdx, ldx, gdw, gdb, gdout, gx, ldx, gw, B, T, E, K);
+    report("conv1d_backward", detail,
+           fmax(rel_dev_strided(gdx, dx, rows, E, ldx), fmax(rel_dev(gdw, dw, (size_t)E * K), rel_dev(gdb, db, E))));
+    free(x), free(w), free(bias), free(st), free(out), free(dout), free(dx), free(dw), free(db);
+    dev_free_all();
+}
+
+typedef struct scan_case {
+    int B, T, E, N, chunk, selective, with_state, with_D;
+} scan_case;
+
+/* the operands of one scan case on the host (h*) and the device (g*), laid out as the layers do:
+ * selective: dt (rows, E) + dt_bias, B and C inside an x_proj output (rows, R + 2N); time-invariant:
+ * Δ = exp(dt) per channel, B and C (E, N) */
+typedef struct scan_ops {
+    pf_ssm_scan hs, gs;
+    float *bufs_h[8];
+    size_t sizes[8];
+    int n;
+} scan_ops;
+
+static float *ops_add(scan_ops *o, float *h, size_t n, float **g)
+{
+    o->bufs_h[o->n] = h;
+    o->sizes[o->n++] = n;
+    *g = DEVF(h, n);
+    return h;
+}
+
+static void scan_setup(const scan_case *c, scan_ops *o)
+{
+    memset(o, 0, sizeof *o);
+    int B = c->B, T = c->T, E = c->E, N = c->N, rows = B * T, R = 3, ld = R + 2 * N;
+    int nch = (T + (c->chunk > 0 ? c->chunk : T) - 1) / (c->chunk > 0 ? c->chunk : T);
+    pf_ssm_scan s = {.B = B, .T = T, .E = E, .N = N, .chunk = c->chunk};
+    pf_ssm_scan g = s;
+    float *gp;
+    s.x = ops_add(o, hrand((size_t)rows * E, 1), (size_t)rows * E, &gp), g.x = gp;
+    float *alog = hrand((size_t)E * N, 0.3);
+    for (int e = 0; e < E; e++)
+        for (int n = 0; n < N; n++) alog[(size_t)e * N + n] += logf((float)(n + 1));
+    s.A_log = ops_add(o, alog, (size_t)E * N, &gp), g.A_log = gp;
+    if (c->with_D) s.D = ops_add(o, hrand(E, 1), E, &gp), g.D = gp;
+    if (c->selective) {
+        float *dt = hrand((size_t)rows * E, 1);
+        for (size_t i = 0; i < (size_t)rows * E; i++) dt[i] = dt[i] - 1.5f;
+        s.dt = ops_add(o, dt, (size_t)rows * E, &gp), g.dt = gp;
+        s.dt_tok = g.dt_tok = E;
+        s.dt_bias = ops_add(o, hrand(E, 0.5), E, &gp), g.dt_bias = gp;
+        s.dt_softplus = g.dt_softplus = 1;
+        float *xd = ops_add(o, hrand((size_t)rows * ld, 1), (size_t)rows * ld, &gp);
+        s.Bm = xd + R, g.Bm = gp + R, s.Cm = xd + R + N, g.Cm = gp + R + N;
+        s.b_tok = s.c_tok = g.b_tok = g.c_tok = ld;
+    } else {
+        float *dt = hrand(E, 0.5);
+        for (int e = 0; e < E; e++) dt[e] -= 3.0f;
+        s.dt = ops_add(o, dt, E, &gp), g.dt = gp;
+        float *bc = ops_add(o, hrand((size_t)2 * E * N, 1), (size_t)2 * E * N, &gp);
+        s.Bm = bc, g.Bm = gp, s.Cm = bc + (size_t)E * N, g.Cm = gp + (size_t)E * N;
+        s.b_chan = s.c_chan = g.b_chan = g.c_chan = N;
+    }
+    s.y_ld = g.y_ld = E + 3;
+    s.y = malloc((size_t)rows * (E + 3) * sizeof(float));
+    g.y = dev_poison((size_t)rows * (E + 3));
+    s.hsave = malloc((size_t)B * nch * E * N * sizeof(float));
+    g.hsave = dev_poison((size_t)B * nch * E * N);
+    if (c->with_state) {
+        s.state = hrand((size_t)B * E * N, 1);
+        g.state = DEVF(s.state, B * E * N);
+    }
+    o->hs = s, o->gs = g;
+}
+
+static void test_scan(const scan_case *c)
+{
+    scan_ops o;
+    scan_setup(c, &o);
+    pf_ssm_scan *s = &o.hs, *g = &o.gs;
+    int B = c->B, T = c->T, E = c->E, N = c->N, rows = B * T;
+    int nch = (T + (c->chunk > 0 ? c->chunk : T) - 1) / (c->chunk > 0 ? c->chunk : T);
+    char detail[80];
+    snprintf(detail, sizeof detail, "%s B%d T%d E%d N%d ch%d%s", c->selective ? "sel" : "lti", B, T, E, N, c->chunk,
+             c->with_state ? " st" : "");
+    int rc = C->ssm_scan_forward(s), rg = G->ssm_scan_forward(g);
+    if (rc < 0 || rg < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "ssm_scan_forward", detail, pf_error_message());
+        n_fail++;
+        return;
+    }
+    double e = rel_dev_strided(g->y, s->y, rows, E, E + 3);
+    e = fmax(e, rel_dev(g->hsave, s->hsave, (size_t)B * nch * E * N));
+    if (c->with_state) e = fmax(e, rel_dev(g->state, s->state, (size_t)B * E * N));
+    report("ssm_scan_forward", detail, e);
+
+    if (c->with_state) goto done; /* backward follows a forward from zeros */
+    {
+        /* the gradients: dx overwritten, the rest accumulated onto random values */
+        int ld = 3 + 2 * N;
+        size_t ndt = c->selective ? (size_t)rows * E : (size_t)E;
+        size_t nbc = c->selective ? (size_t)rows * ld : (size_t)2 * E * N;
+        float *dy = hrand((size_t)rows * (E + 1), 1), *ddt = hrand(ndt, 1), *dA = hrand((size_t)E * N, 1);
+        float *dbc = hrand(nbc, 1), *dD = hrand(E, 1), *dx = malloc((size_t)rows * E * sizeof(float));
+        float *gdy = DEVF(dy, rows * (E + 1)), *gddt = DEVF(ddt, ndt), *gdA = DEVF(dA, E * N), *gdbc = DEVF(dbc, nbc);
+        float *gdD = DEVF(dD, E), *gdx = dev_poison((size_t)rows * E);
+        float *dbc0 = hcopy(dbc, nbc), *dA0 = hcopy(dA, (size_t)E * N), *ddt0 = hcopy(ddt, ndt);
+        size_t offB = c->selective ? 3 : 0, offC = c->selective ? (size_t)(3 + N) : (size_t)E * N;
+        pf_ssm_scan_grad hg = {.dy = dy, .dy_ld = E + 1, .dx = dx, .ddt = ddt, .dA_log = dA, .dB = dbc + offB,
+                               .dC = dbc + offC, .dD = c->with_D ? dD : NULL};
+        pf_ssm_scan_grad gg = {.dy = gdy, .dy_ld = E + 1, .dx = gdx, .ddt = gddt, .dA_log = gdA, .dB = gdbc + offB,
+                               .dC = gdbc + offC, .dD = c->with_D ? gdD : NULL};
+        rc = C->ssm_scan_backward(s, &hg);
+        rg = G->ssm_scan_backward(g, &gg);
+        if (rc < 0 || rg < 0) {
+            printf("%-22s %-34s FAIL (%s)\n", "ssm_scan_backward", detail, pf_error_message());
+            n_fail++;
+            goto done;
+        }
+        char d2[96];
+        snprintf(d2, sizeof d2, "%s dx", detail);
+        report("ssm_scan_backward", d2, rel_dev(gdx, dx, (size_t)rows * E));
+        snprintf(d2, sizeof d2, "%s ddt", detail);
+        report("ssm_scan_backward", d2, rel_dev(gddt, ddt, ndt));
+        snprintf(d2, sizeof d2, "%s dA_log", detail);
+        report("ssm_scan_backward", d2, rel_dev(gdA, dA, (size_t)E * N));
+        snprintf(d2, sizeof d2, "%s dB, dC", detail);
+        report("ssm_scan_backward", d2, rel_dev(gdbc, dbc, nbc));
+        if (c->with_D) {
+            snprintf(d2, sizeof d2, "%s dD", detail);
+            report("ssm_scan_backward", d2, rel_dev(gdD, dD, E));
+        }
+        /* deterministic: the same accumulation again from the same start gives the same bits */
+        float *r1 = fetch(gdbc, nbc), *r1A = fetch(gdA, (size_t)E * N), *r1t = fetch(gddt, ndt);
+        G->upload(gdbc, dbc0, nbc * sizeof(float));
+        G->upload(gdA, dA0, (size_t)E * N * sizeof(float));
+        G->upload(gddt, ddt0, ndt * sizeof(float));
+        G->ssm_scan_backward(g, &gg);
+        float *r2 = fetch(gdbc, nbc), *r2A = fetch(gdA, (size_t)E * N), *r2t = fetch(gddt, ndt);
+        report_exact("ssm_scan_backward", "  ... run twice: same bits",
+                     !memcmp(r1, r2, nbc * sizeof(float)) && !memcmp(r1A, r2A, (size_t)E * N * sizeof(float)) &&
+                         !memcmp(r1t, r2t, ndt * sizeof(float)));
+        free(r1), free(r1A), free(r1t), free(r2), free(r2A), free(r2t), free(dbc0), free(dA0), free(ddt0);
+        free(dy), free(ddt), free(dA), free(dbc), free(dD), free(dx);
+    }
+done:
+    free(s->y), free(s->hsave), free(s->state);
+    for (int i = 0; i < o.n; i++) free(o.bufs_h[i]);
+    dev_free_all();
+}
+
+static void test_ssm(void)
+{
+    test_conv1d(3, 45, 37, 4, 0);
+    test_conv1d(2, 33, 70, 4, 1);
+    test_conv1d(2, 2, 19, 5, 1); /* T < K - 1: the window keeps older state rows */
+    test_conv1d(1, 17, 8, 1, 1);
+    static const scan_case cases[] = {
+        {3, 77, 37, 16, 32, 1, 0, 1}, {2, 100, 64, 5, 32, 1, 0, 1}, {2, 45, 20, 40, 16, 1, 0, 0},
+        {3, 77, 37, 16, 32, 0, 0, 1}, {2, 50, 33, 7, 0, 0, 0, 1}, {1, 1, 16, 16, 32, 1, 0, 1},
+        {2, 64, 48, 16, 32, 1, 1, 1}, {1, 1, 24, 16, 32, 1, 1, 1}, {2, 9, 13, 16, 32, 0, 1, 1},
+        {1, 130, 5, 256, 32, 1, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_scan(&cases[i]);
+}
+
+/* ---- mixture of experts ------------------------------------------------------------------------ */
+
+static int32_t *ifetch(const int32_t *d, size_t n)
+{
+    int32_t *h = malloc((n ? n : 1) * sizeof(int32_t));
+    G->download(h, d, n * sizeof(int32_t));
+    return h;
+}
+
+static int32_t *idev_poison(size_t n)
+{
+    int32_t *d = dev_track(G->alloc((n ? n : 1) * sizeof(int32_t)));
+    G->fill((float *)d, NAN, n); /* NaN bits: never a valid row or id */
+    return d;
+}
+
+static int same_ints(const int32_t *d, const int32_t *ref, size_t n)
+{
+    int32_t *h = ifetch(d, n);
+    int same = memcmp(h, ref, n * sizeof(int32_t)) == 0;
+    free(h);
+    return same;
+}
+
+static void test_moe_route(int N, int E, int K, int renorm)
+{
+    float *logits = hrand((size_t)N * E, 2);
+    float *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    float *w = malloc((size_t)N * K * sizeof(float) + 1);
+    int32_t *idx = malloc((size_t)N * K * sizeof(int32_t) + 1);
+    float *gl = DEVF(logits, N * E), *gp = dev_poison((size_t)N * E), *glse = dev_poison(N), *gw = dev_poison((size_t)N * K);
+    int32_t *gidx = idev_poison((size_t)N * K);
+    C->moe_route(probs, lse, idx, w, logits, N, E, K, renorm);
+    G->moe_route(gp, glse, gidx, gw, gl, N, E, K, renorm);
+    char detail[80];
+    snprintf(detail, sizeof detail, "N%d E%d K%d%s", N, E, K, renorm ? " renorm" : "");
+    report("moe_route", detail, fmax(rel_dev(gp, probs, (size_t)N * E), rel_dev(glse, lse, N)));
+    if (K > 0) {
+        report_exact("moe_route", "  ... top-k ids", same_ints(gidx, idx, (size_t)N * K));
+        report("moe_route", "  ... gate weights", rel_dev(gw, w, (size_t)N * K));
+    }
+    free(logits), free(probs), free(lse), free(w), free(idx);
+    dev_free_all();
+}
+
+static void test_moe_dispatch(int N, int E, int K, int cap)
+{
+    /* ids and weights from the cpu's routing, the same on both sides */
+    float *logits = hrand((size_t)N * E, 2), *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    float *w = malloc((size_t)N * K * sizeof(float));
+    int32_t *idx = malloc((size_t)N * K * sizeof(int32_t));
+    C->moe_route(probs, lse, idx, w, logits, N, E, K, 1);
+    int32_t *slot_row = malloc((size_t)N * K * sizeof(int32_t)), *row_token = malloc((size_t)N * K * sizeof(int32_t));
+    int32_t *counts = malloc((2 * (size_t)E + 1) * sizeof(int32_t));
+    float *row_w = malloc((size_t)N * K * sizeof(float));
+    C->moe_dispatch(slot_row, row_token, row_w, counts, idx, w, N, E, K, cap);
+    int R = 0;
+    for (int e = 0; e < E; e++) R += counts[e];
+    int32_t *gidx = dev_of(idx, (size_t)N * K * sizeof(int32_t));
+    float *gw = DEVF(w, N * K), *grow_w = dev_poison((size_t)N * K);
+    int32_t *gslot = idev_poison((size_t)N * K), *grow_tok = idev_poison((size_t)N * K), *gcounts = idev_poison(2 * E + 1);
+    G->moe_dispatch(gslot, grow_tok, grow_w, gcounts, gidx, gw, N, E, K, cap);
+    char detail[80];
+    snprintf(detail, sizeof detail, "N%d E%d K%d cap%d (R %d, dropped %d)", N, E, K, cap, R, counts[2 * E]);
+    int same = same_ints(gslot, slot_row, (size_t)N * K) && same_ints(grow_tok, row_token, R) &&
+               same_ints(gcounts, counts, 2 * E + 1);
+    G->sync();
+    report_exact("moe_dispatch", detail, same);
+    report("moe_dispatch", "  ... row weights", rel_dev(grow_w, row_w, R));
+    free(logits), free(probs), free(lse), free(w), free(idx), free(slot_row), free(row_token), free(counts), free(row_w);
+    dev_free_all();
+}
+
+static void test_moe_expert_choice(int N, int E, int c)
+{
+    float *logits = hrand((size_t)N * E, 2), *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    C->moe_route(probs, lse, NULL, NULL, logits, N, E, 0, 0);
+    for (int t = 5; t < N; t += 7) /* ties: the same probability for two tokens */
+        for (int e = 0; e < E; e++) probs[(size_t)t * E + e] = probs[(size_t)(t - 3) * E + e];
+    size_t NE = (size_t)N * E, Ec = (size_t)E * c;
+    int32_t *slot = malloc(NE * sizeof(int32_t)), *rtok = malloc(Ec * sizeof(int32_t)), *counts = malloc((2 * E + 1) * sizeof(int32_t));
+    int32_t *scratch = malloc(2 * NE * sizeof(int32_t));
+    float *w = malloc(NE * sizeof(float)), *rw = malloc(Ec * sizeof(float));
+    C->moe_expert_choice(slot, w, rtok, rw, counts, scratch, probs, N, E, c);
+    float *gp = DEVF(probs, NE), *gw = dev_poison(NE), *grw = dev_poison(Ec);
+    int32_t *gslot = idev_poison(NE), *grtok = idev_poison(Ec), *gcounts = idev_poison(2 * E + 1), *gscr = idev_poison(2 * NE);
+    G->moe_expert_choice(gslot, gw, grtok, grw, gcounts, gscr, gp, N, E, c);
+    char detail[80];
+    snprintf(detail, sizeof detail, "N%d E%d c%d with ties (untaken %d)", N, E, c, counts[2 * E]);
+    int same = same_ints(gslot, slot, NE) && same_ints(grtok, rtok, Ec) && same_ints(gcounts, counts, 2 * E + 1);
+    G->sync();
+    report_exact("moe_expert_choice", detail, same);
+    report("moe_expert_choice", "  ... w, row weights", fmax(rel_dev(gw, w, NE), rel_dev(grw, rw, Ec)));
+    free(logits), free(probs), free(lse), free(slot), free(rtok), free(counts), free(scratch), free(w), free(rw);
+    dev_free_all();
+}
+
+static void test_moe_rows(void)
+{
+    int N = 203, E = 6, K = 2, Cc = 45;
+    float *logits = hrand((size_t)N * E, 2), *probs = malloc((size_t)N * E * sizeof(float)), *lse = malloc(N * sizeof(float));
+    float *w = malloc((size_t)N * K * sizeof(float)), *row_w = malloc((size_t)N * K * sizeof(float));
+    int32_t *idx = malloc((size_t)N * K * sizeof(int32_t)), *slot = malloc((size_t)N * K * sizeof(int32_t));
+    int32_t *rtok = malloc((size_t)N * K * sizeof(int32_t)), *counts = malloc((2 * E + 1) * sizeof(int32_t));
+    C->moe_route(probs, lse, idx, w, logits, N, E, K, 1);
+    C->moe_dispatch(slot, rtok, row_w, counts, idx, w, N, E, K, 60); /* some dropped */
+    int R = 0;
+    for (int e = 0; e < E; e++) R += counts[e];
+    float *x = hrand((size_t)N * Cc, 1), *y = hrand((size_t)R * Cc, 1), *out = malloc((size_t)R * Cc * sizeof(float));
+    float *gx = DEVF(x, N * Cc), *gy = DEVF(y, R * Cc), *grw = DEVF(row_w, N * K), *gw = DEVF(w, N * K);
+    int32_t *grtok = dev_of(rtok, (size_t)N * K * sizeof(int32_t)), *gslot = dev_of(slot, (size_t)N * K * sizeof(int32_t));
+    float *gout = dev_poison((size_t)R * Cc);
+    for (int sc = 0; sc < 2; sc++) {
+        C->moe_gather(out, x, rtok, sc ? row_w : NULL, R, Cc);
+        G->moe_gather(gout, gx, grtok, sc ? grw : NULL, R, Cc);
+        report("moe_gather", sc ? "R rows of 45, scaled" : "R rows of 45", rel_dev(gout, out, (size_t)R * Cc));
+    }
+    float *comb = hrand((size_t)N * Cc, 1), *gcomb = DEVF(comb, N * Cc);
+    C->moe_combine(comb, y, slot, w, N, K, Cc, 1);
+    G->moe_combine(gcomb, gy, gslot, gw, N, K, Cc, 1);
+    report("moe_combine", "weighted, accumulate", rel_dev(gcomb, comb, (size_t)N * Cc));
+    G->fill(gcomb, NAN, (size_t)N * Cc);
+    C->moe_combine(comb, y, slot, NULL, N, K, Cc, 0);
+    G->moe_combine(gcomb, gy, gslot, NULL, N, K, Cc, 0);
+    report("moe_combine", "unweighted, overwrite", rel_dev(gcomb, comb, (size_t)N * Cc));
+    float *dout = hrand((size_t)N * Cc, 1), *dw = malloc((size_t)N * K * sizeof(float));
+    float *gdout = DEVF(dout, N * Cc), *gdw = dev_poison((size_t)N * K);
+    C->moe_gate_grad(dw, dout, y, slot, N, K, Cc);
+    G->moe_gate_grad(gdw, gdout, gy, gslot, N, K, Cc);
+    report("moe_gate_grad", "N203 K2 C45", rel_dev(gdw, dw, (size_t)N * K));
+    /* router backward: top-k with and without renorm, and the expert-choice layout (idx NULL, K = E) */
+    float *aux = hrand(E, 0.1), *dl = malloc((size_t)N * E * sizeof(float));
+    float *gp = DEVF(probs, N * E), *glse = DEVF(lse, N), *gaux = DEVF(aux, E), *gdl = dev_poison((size_t)N * E);
+    int32_t *gidx = dev_of(idx, (size_t)N * K * sizeof(int32_t));
+    for (int renorm = 0; renorm < 2; renorm++) {
+        C->moe_router_backward(dl, probs, lse, idx, w, dw, renorm ? aux : NULL, 0.01f, N, E, K, renorm);
+        G->moe_router_backward(gdl, gp, glse, gidx, gw, gdw, renorm ? gaux : NULL, 0.01f, N, E, K, renorm);
+        report("moe_router_backward", renorm ? "top-2, renorm, aux, z" : "top-2, z", rel_dev(gdl, dl, (size_t)N * E));
+    }
+    float *wE = hrand((size_t)N * E, 1), *dwE = hrand((size_t)N * E, 1);
+    float *gwE = DEVF(wE, N * E), *gdwE = DEVF(dwE, N * E);
+    C->moe_router_backward(dl, probs, lse, NULL, wE, dwE, aux, 0.0f, N, E, E, 0);
+    G->moe_router_backward(gdl, gp, glse, NULL, gwE, gdwE, gaux, 0.0f, N, E, E, 0);
+    report("moe_router_backward", "expert-choice layout (idx NULL)", rel_dev(gdl, dl, (size_t)N * E));
+    float *stats = malloc((E + 2) * sizeof(float)), *gst = dev_poison(E + 2);
+    C->moe_router_stats(stats, probs, lse, N, E);
+    G->moe_router_stats(gst, gp, glse, N, E);
+    report("moe_router_stats", "N203 E6", rel_dev(gst, stats, E + 2));
+    size_t nj = 10007;
+    float *jin = hrand(nj, 1), *jout = malloc(nj * sizeof(float)), *jn = malloc(nj * sizeof(float));
+    float *gjin = DEVF(jin, nj), *gjout = dev_poison(nj), *gjn = dev_poison(nj);
+    C->moe_jitter(jout, jn, jin, nj, 0.05f, 1234, 17);
+    G->moe_jitter(gjout, gjn, gjin, nj, 0.05f, 1234, 17);
+    report("moe_jitter", "n=10007 (the same hash)", fmax(rel_dev(gjout, jout, nj), rel_dev(gjn, jn, nj)));
+    free(logits), free(probs), free(lse), free(w), free(row_w), free(idx), free(slot), free(rtok), free(counts);
+    free(x), free(y), free(out), free(comb), free(dout), free(dw), free(aux), free(dl), free(wE), free(dwE), free(stats);
+    free(jin), free(jout), free(jn);
+    dev_free_all();
+}
+
+static void test_moe(void)
+{
+    test_moe_route(301, 8, 2, 1);
+    test_moe_route(301, 8, 2, 0);
+    test_moe_route(77, 5, 1, 0);
+    test_moe_route(50, 64, 8, 1);
+    test_moe_route(33, 6, 0, 0);
+    test_moe_dispatch(301, 8, 2, -1);
+    test_moe_dispatch(301, 8, 2, 70);
+    test_moe_dispatch(1500, 8, 2, 300);
+    test_moe_dispatch(77, 5, 1, 0);
+    test_moe_dispatch(4099, 16, 4, 1100);
+    test_moe_expert_choice(203, 6, 40);
+    test_moe_expert_choice(1500, 8, 375);
+    test_moe_rows();
+}
+
 /* ---- a small model on both devices -------------------------------------------------------------- */
 
-static pf_model *small_model(const pf_backend *be, int with_attention)
+/* A layer spec: a kind and "name=value ..." options (numbers, true/false or words). */
+typedef struct layer_spec {
+    const char *kind, *options;
+} layer_spec;
+
+static int apply_options(pf_config *c, const char *kind, const char *options)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", options ? options : "");
+    for (char *save = NULL, *tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) return pf_error("bad option '%s'", tok);
+        *eq = '\0';
+        char *end;
+        double v = strtod(eq + 1, &end);
+        int rc;
+        if (eq[1] && !*end) rc = pf_config_set_number(c, kind, tok, v);
+        else if (!strcmp(eq + 1, "true") || !strcmp(eq + 1, "false")) rc = pf_config_set_bool(c, kind, tok, eq[1] == 't');
+        else rc = pf_config_set_string(c, kind, tok, eq + 1);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+static pf_model *small_model(const pf_backend *be, const layer_spec *layers, int n)
 {
     pf_model_config cfg = {.vocab = 37, .dim = 32, .seed = 11, .norm = PF_NORM_RMS, .norm_eps = 1e-5f, .be = be};
     pf_model *m = pf_model_new(&cfg);
-    const char *kinds[] = {"mlp", "attention", "mlp"};
-    for (int i = 0; i < 3; i++) {
-        if (i == 1 && !with_attention) continue;
-        const pf_layer_kind *kind = pf_layer_kind_find(kinds[i]);
+    if (!m) return NULL;
+    for (int i = 0; i < n; i++) {
+        const pf_layer_kind *kind = pf_layer_kind_find(layers[i].kind);
+        if (!kind) {
+            pf_error("no layer kind '%s'", layers[i].kind);
+            pf_model_free(m);
+            return NULL;
+        }
         pf_config c;
         pf_config_init(&c, kind->options, kind->n_options);
-        if (i == 1 && (pf_config_set_number(&c, "attention", "kv_heads", 2) < 0 ||
-                       pf_config_set_number(&c, "attention", "tile", 16) < 0))
+        if (apply_options(&c, kind->name, layers[i].options) < 0 || pf_model_add_layer(m, kind, &c, -1) < 0) {
+            pf_model_free(m);
             return NULL;
-        if (pf_model_add_layer(m, kind, &c, -1) < 0) return NULL;
+        }
     }
-    if (pf_model_build(m) < 0) return NULL;
+    if (pf_model_build(m) < 0) {
+        pf_model_free(m);
+        return NULL;
+    }
     return m;
 }
 
-static void test_model(void)
+/* The model on both devices: forward logits, one training step (gradients, parameters after AdamW,
+ * loss), then the stepped logits token by token after the update. */
+static void model_check(const char *what, const layer_spec *layers, int n_layers)
 {
-    int with_attention = pf_layer_kind_find("attention") != NULL;
-    const char *what = with_attention ? "mlp+attention(GQA, tile 16)+mlp" : "mlp+mlp (no attention kind)";
-    pf_model *mc = small_model(C, with_attention), *mg = small_model(G, with_attention);
+    pf_model *mc = small_model(C, layers, n_layers), *mg = mc ? small_model(G, layers, n_layers) : NULL;
     if (!mc || !mg) {
         printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
         n_fail++;
+        pf_model_free(mc);
         return;
     }
     enum { B = 3, T = 45 };
@@ -685,43 +1102,62 @@ static void test_model(void)
     }
     mask[0] = 1.0f;
     pf_tensor *lc = NULL, *lg = NULL;
-    if (pf_model_forward(mc, in, B, T, &lc) < 0 || pf_model_forward(mg, in, B, T, &lg) < 0) {
-        printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
-        n_fail++;
-        return;
-    }
-    report("model forward", what, rel(lg->data, lc->data, (size_t)B * T * 37));
     pf_train_config tc;
     pf_train_config_default(&tc);
     pf_train_stats sc, sg;
-    if (pf_model_train_step(mc, in, tg, mask, B, T, &tc, &sc) < 0 || pf_model_train_step(mg, in, tg, mask, B, T, &tc, &sg) < 0) {
-        printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
-        n_fail++;
-        return;
-    }
     size_t np = pf_model_n_params(mc);
-    float *gg = fetch(pf_model_grads(mg), np), *pg = fetch(pf_model_params(mg), np);
-    report("model train step", "gradients", rel(gg, pf_model_grads(mc), np));
-    report("model train step", "parameters after AdamW", rel(pg, pf_model_params(mc), np));
-    report("model train step", "loss", fabs(sg.loss - sc.loss) / sc.loss);
+    float *gg = NULL, *pg = NULL;
+    double step_err = 0;
+    if (pf_model_forward(mc, in, B, T, &lc) < 0 || pf_model_forward(mg, in, B, T, &lg) < 0) goto failed;
+    report("model forward", what, rel(lg->data, lc->data, (size_t)B * T * 37));
+    if (pf_model_train_step(mc, in, tg, mask, B, T, &tc, &sc) < 0 || pf_model_train_step(mg, in, tg, mask, B, T, &tc, &sg) < 0)
+        goto failed;
+    gg = fetch(pf_model_grads(mg), np), pg = fetch(pf_model_params(mg), np);
+    report("model train step", "  ... gradients", rel(gg, pf_model_grads(mc), np));
+    report("model train step", "  ... parameters after AdamW", rel(pg, pf_model_params(mc), np));
+    report("model train step", "  ... loss", fabs(sg.loss - sc.loss) / sc.loss);
     /* stepping, token by token, after the update: the logits of every step */
     pf_model_reset(mc);
     pf_model_reset(mg);
-    double step_err = 0;
     for (int t = 0; t < 40; t++) {
         pf_tensor *sc_ = NULL, *sg_ = NULL;
-        if (pf_model_step(mc, in[t], &sc_) < 0 || pf_model_step(mg, in[t], &sg_) < 0) {
-            printf("%-22s %-34s FAIL (%s)\n", "model step", what, pf_error_message());
-            n_fail++;
-            return;
-        }
+        if (pf_model_step(mc, in[t], &sc_) < 0 || pf_model_step(mg, in[t], &sg_) < 0) goto failed;
         step_err = fmax(step_err, rel(sg_->data, sc_->data, 37));
         pf_tensor_free(sc_), pf_tensor_free(sg_);
     }
-    report("model step", "40 tokens, worst step's logits", step_err);
+    report("model step", "  ... 40 tokens, worst step's logits", step_err);
+    goto done;
+failed:
+    printf("%-22s %-34s FAIL (%s)\n", "model", what, pf_error_message());
+    n_fail++;
+done:
     free(gg), free(pg);
     pf_tensor_free(lc), pf_tensor_free(lg);
     pf_model_free(mc), pf_model_free(mg);
+}
+
+static void test_model(void)
+{
+    static const layer_spec attn[] = {{"mlp", ""}, {"attention", "kv_heads=2 tile=16"}, {"mlp", ""}};
+    model_check("mlp+attention(GQA, tile 16)+mlp", attn, 3);
+    /* every other layer kind whose kernels the cuda backend has (the rest: say so) */
+    static const struct { const char *what; layer_spec layers[2]; } kinds[] = {
+        {"mamba x2 (state 16, conv 4)", {{"mamba", ""}, {"mamba", "state=7 conv=3"}}},
+        {"s4d x2", {{"s4d", ""}, {"s4d", "state=5 expand=1"}}},
+        {"mamba2 x2", {{"mamba2", "head_dim=16 chunk=16"}, {"mamba2", "head_dim=8 chunk=7"}}},
+        {"retention x2 (chunkwise, recurrent)", {{"retention", "form=chunkwise chunk=16"}, {"retention", "form=recurrent"}}},
+        {"linear_attention + gla", {{"linear_attention", ""}, {"gla", ""}}},
+        {"moe x2 (top-2; expert choice)", {{"moe", "experts=8 top_k=2 capacity=1.25"}, {"moe", "router=expert_choice experts=4"}}},
+        {"moe (switch, jitter, shared, gelu)", {{"moe", "router=switch jitter=0.1 shared=1 act=gelu"}, {"mlp", ""}}},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        const pf_layer_kind *k = pf_layer_kind_find(kinds[i].layers[0].kind);
+        if (k && pf_layer_kind_check_backend(k, G) < 0) {
+            printf("%-22s %-34s not yet (%s)\n", "model", kinds[i].what, pf_error_message());
+            continue;
+        }
+        model_check(kinds[i].what, kinds[i].layers, 2);
+    }
 }
 
 /* ---- timing ------------------------------------------------------------------------------------- */
@@ -798,6 +1234,8 @@ int main(int argc, char **argv)
     test_adamw();
     test_rope();
     test_attention();
+    test_ssm();
+    test_moe();
     test_model();
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
     printf("%d passed, %d failed\n", n_pass, n_fail);

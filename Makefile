@@ -8,14 +8,16 @@
 #   make test-gpu   the cuda backend against the cpu, kernel by kernel (tests/gpu/test_parity.c);
 #                   prints "skipped: no GPU" and succeeds where there is none
 #   make SAN=1 ...  the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build-san/)
+#   make fuzz       the safetensors parser under libFuzzer (clang, ASan + UBSan) for FUZZ_TIME s (60)
 #   make clean
 #
 # The CUDA backend (kernels/cuda/*.cu) is built when nvcc is found (NVCC=... to point at one,
 # NVCC= to build CPU-only); the backend is chosen at run time either way.
 
 PKGS      := liblua5.4-dev lua5.4 libncurses-dev libreadline-dev libopenblas-dev lua-busted \
-             libcmocka-dev pkg-config tmux
+             libcmocka-dev pkg-config tmux libjansson-dev
 BENCH_PKGS := python3-torch
+FUZZ_PKGS  := clang libclang-rt-14-dev
 
 SAN ?= 0
 ifeq ($(SAN),1)
@@ -30,11 +32,13 @@ endif
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline jansson 2>/dev/null)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
 BLAS_LIBS  = $(shell pkg-config --libs openblas 2>/dev/null)
 TUI_LIBS   = $(shell pkg-config --libs ncursesw readline 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+# jansson parses the JSON of safetensors headers, config.json and tokenizer.json (engine/safetensors.c)
+JSON_LIBS  = $(shell pkg-config --libs jansson 2>/dev/null)
 
 VERSION   := 0.1.0
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
@@ -42,7 +46,7 @@ WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wp
 CFLAGS    += -std=c11 $(OPT) -fPIC -fopenmp $(WARN) $(SANFLAGS) -I. $(PKG_CFLAGS) \
              -D_GNU_SOURCE -DPF_VERSION='"$(VERSION)"' -MMD -MP
 LDFLAGS   += -fopenmp $(SANFLAGS)
-LDLIBS    := $(BLAS_LIBS) -lm
+LDLIBS    := $(BLAS_LIBS) $(JSON_LIBS) -lm
 
 ENGINE_SRC := $(wildcard engine/*.c engine/layers/*.c kernels/*.c kernels/cpu/*.c)
 CUDA_SRC   := $(wildcard kernels/cuda/*.cu)
@@ -76,7 +80,7 @@ BIN := $(BUILD)/postformer
 
 BENCH := $(BUILD)/bench
 
-.PHONY: all deps bench-deps run test bench clean test-gpu
+.PHONY: all deps bench-deps fuzz-deps run test bench clean test-gpu fuzz
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -93,6 +97,14 @@ deps:
 
 bench-deps: deps
 	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -161,7 +173,22 @@ $(GPU_TEST): $(BUILD)/obj/tests/gpu/test_parity.o $(LIB)
 test-gpu: $(GPU_TEST)
 	$(GPU_TEST)
 
+# the safetensors parser under libFuzzer: the committed corpus is read, new finds go to build-fuzz/corpus
+FUZZ_TIME ?= 60
+FUZZ_BIN  := build-fuzz/fuzz_safetensors
+$(FUZZ_BIN): tests/fuzz/fuzz_safetensors.c engine/safetensors.c engine/error.c engine/safetensors.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  $(shell pkg-config --cflags jansson) -o $@ tests/fuzz/fuzz_safetensors.c engine/safetensors.c engine/error.c \
+	  $(JSON_LIBS)
+
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@mkdir -p build-fuzz/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -timeout=5 -rss_limit_mb=2048 -dict=tests/fuzz/safetensors.dict \
+	  -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

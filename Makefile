@@ -69,7 +69,8 @@ endif
 endif
 
 ENGINE_OBJ  := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
-SCRIPT_OBJ  := $(SCRIPT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts/postformer_lua.o
+LUA_EMBED   := $(wildcard scripts/*_lua.S)
+SCRIPT_OBJ  := $(SCRIPT_SRC:%.c=$(BUILD)/obj/%.o) $(LUA_EMBED:%.S=$(BUILD)/obj/%.o)
 TUI_OBJ     := $(TUI_SRC:%.c=$(BUILD)/obj/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
@@ -128,8 +129,8 @@ $(BUILD)/obj/%.o: %.cu $(FLAGS_STAMP)
 	@echo "  NVCC  $<"
 	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-# the Lua half of the module, embedded into the .so and the program
-$(BUILD)/obj/scripts/postformer_lua.o: scripts/postformer_lua.S scripts/postformer.lua
+# the Lua half of the module (scripts/NAME.lua, embedded by scripts/NAME_lua.S) in the .so and the program
+$(BUILD)/obj/scripts/%_lua.o: scripts/%_lua.S scripts/%.lua
 	@mkdir -p $(dir $@)
 	$(CC) -c -I. $< -o $@
 

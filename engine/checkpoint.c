@@ -163,10 +163,7 @@ int pf_checkpoint_load(pf_model *m, const pf_checkpoint_source *src, int n, int 
         }
     }
     int rc = 0, steps = 0;
-    if (missing.n) rc = problems_error(&missing, "load: no tensor given for");
-    else if (bad.n) rc = problems_error(&bad, "load");
-    else if (absent.n) rc = problems_error(&absent, "load: tensors missing from the checkpoint");
-    else if (optimizer) {
+    if (optimizer) {
         const char *v = n > 0 ? pf_st_meta(src[0].file, "optimizer.steps") : NULL;
         char *end = NULL;
         long s = v ? strtol(v, &end, 10) : -1;
@@ -175,6 +172,11 @@ int pf_checkpoint_load(pf_model *m, const pf_checkpoint_source *src, int n, int 
                           n > 0 ? src[0].file->path : "the checkpoint");
         steps = (int)s;
     }
+    if (rc < 0) {
+        /* the optimiser state is absent: that says it all */
+    } else if (missing.n) rc = problems_error(&missing, "load: no tensor given for");
+    else if (bad.n) rc = problems_error(&bad, "load");
+    else if (absent.n) rc = problems_error(&absent, "load: tensors missing from the checkpoint");
     if (rc == 0) {
         be->upload(pf_model_params(m), host, total * sizeof(float));
         if (optimizer) {

@@ -2,8 +2,9 @@
  * parse, with every tensor inside the buffer and convertible ones readable, or fail with a message;
  * never crash, hang or read outside the buffer (built with ASan + UBSan by `make fuzz`).
  *
- *   make fuzz                  60 s from the committed corpus (tests/fuzz/corpus, seeds made by
- *                              tests/fuzz/make_corpus.py); new finds go to build-fuzz/corpus
+ *   make fuzz                  60 s from the committed corpus (tests/fuzz/corpus: seeds made by
+ *                              tests/fuzz/make_corpus.py plus units the fuzzer found, merged with
+ *                              -merge=1); new finds go to build-fuzz/corpus
  *   make fuzz FUZZ_TIME=600    longer */
 #include <stdint.h>
 #include <stdlib.h>

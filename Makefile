@@ -15,7 +15,7 @@
 # NVCC= to build CPU-only); the backend is chosen at run time either way.
 
 PKGS      := liblua5.4-dev lua5.4 libncurses-dev libreadline-dev libopenblas-dev lua-busted \
-             libcmocka-dev pkg-config tmux libjansson-dev
+             libcmocka-dev pkg-config tmux libpng-dev libjansson-dev
 BENCH_PKGS := python3-torch
 FUZZ_PKGS  := clang libclang-rt-14-dev
 
@@ -32,10 +32,11 @@ endif
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline jansson 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline libpng jansson 2>/dev/null)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
 BLAS_LIBS  = $(shell pkg-config --libs openblas 2>/dev/null)
 TUI_LIBS   = $(shell pkg-config --libs ncursesw readline 2>/dev/null)
+PNG_LIBS   = $(shell pkg-config --libs libpng 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 # jansson parses the JSON of safetensors headers, config.json and tokenizer.json (engine/safetensors.c)
 JSON_LIBS  = $(shell pkg-config --libs jansson 2>/dev/null)
@@ -140,14 +141,17 @@ $(LIB): $(ENGINE_OBJ)
 	$(AR) rcs $@ $^
 
 $(SO): $(SCRIPT_OBJ) $(LIB)
-	$(CC) -shared $(LDFLAGS) -o $@ $(SCRIPT_OBJ) $(LIB) $(LDLIBS)
+	$(CC) -shared $(LDFLAGS) -o $@ $(SCRIPT_OBJ) $(LIB) $(PNG_LIBS) $(LDLIBS)
 
 $(BIN): $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB) $(LUA_LIBS) $(TUI_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(TUI_OBJ) $(SCRIPT_OBJ) $(LIB) $(LUA_LIBS) $(TUI_LIBS) $(PNG_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/c/%.o $(TESTLIB_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+
+# the drawing primitives' tests link the drawing code itself (no curses, no Lua)
+$(BUILD)/tests/test_draw: $(BUILD)/obj/tui/grid.o $(BUILD)/obj/scripts/draw.o
 
 $(BENCH): $(BUILD)/obj/tests/bench/bench.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
@@ -155,7 +159,7 @@ $(BENCH): $(BUILD)/obj/tests/bench/bench.o $(LIB)
 # ---- programs -----------------------------------------------------------------------------------
 run: deps
 	@$(MAKE) --no-print-directory all
-	$(BIN) run examples/tour.lua
+	$(BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory all

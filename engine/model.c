@@ -79,6 +79,7 @@ void pf_train_config_default(pf_train_config *c)
     c->beta2 = 0.95f;
     c->eps = 1e-8f;
     c->clip = 1.0f;
+    c->schedule_step = 0;
 }
 
 pf_model *pf_model_new(const pf_model_config *cfg)
@@ -418,6 +419,7 @@ static int blame_non_finite(pf_model *m, int rows, const char *when)
 {
     size_t C = (size_t)m->cfg.dim;
     const pf_backend *be = m->be;
+    PF_TRY(be->sync()); /* a device fault reads as NaN: report the fault, not a layer */
     if (!isfinite(be->sumsq(m->x, (size_t)rows * C)))
         return pf_error("the embedding produced a non-finite value in %s", when);
     for (int i = 0; i < m->n_blocks; i++) {
@@ -626,6 +628,7 @@ int pf_model_evaluate(pf_model *m, const int32_t *inputs, const int32_t *targets
 static int blame_gradient(pf_model *m)
 {
     const pf_backend *be = m->be;
+    PF_TRY(be->sync());
     for (int i = m->n_blocks - 1; i >= 0; i--) {
         pf_layer *l = m->blocks[i].layer;
         for (int p = 0; p < l->n_params; p++)
@@ -658,7 +661,7 @@ int pf_model_train_step(pf_model *m, const int32_t *inputs, const int32_t *targe
     if (cfg->clip > 0 && norm > cfg->clip) be->scale(m->grads, (float)(cfg->clip / norm), m->n_params);
 
     int t = m->steps_taken + 1;
-    double lr = schedule_lr(cfg, t);
+    double lr = schedule_lr(cfg, cfg->schedule_step > 0 ? cfg->schedule_step : t);
     for (int s = 0; s < m->n_segments; s++) {
         const segment *g = &m->segments[s];
         be->adamw(m->params + g->offset, m->grads + g->offset, m->adam_m + g->offset,

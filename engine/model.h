@@ -40,6 +40,7 @@ typedef struct pf_train_config {
     float weight_decay;    /* AdamW, on matrices only */
     float beta1, beta2, eps;
     float clip;            /* max global gradient norm; 0: none */
+    int   schedule_step;   /* where this step is in the schedule (1-based); 0: the optimiser's step */
 } pf_train_config;
 
 typedef struct pf_train_stats {

@@ -1,14 +1,18 @@
 -- The tour: a small hybrid model learns the induction-head task in a few seconds, answers from
--- memory, and shows where its attention looks. (Headless until the terminal UI lands.)
+-- memory, and shows where its attention looks; in the playground it then steps token by token.
 --
---   postformer                       runs this file
+--   postformer                       opens the playground on this file
 --   postformer examples/tour.lua [STEPS]
+--   postformer run examples/tour.lua [STEPS]   headless
+--
+-- In the playground: s steps a token, r runs, j/k move between layers, Enter types Lua, ? helps.
+-- Try: m:train{task = task, steps = 200}   m.layers[1]:probe("weights")   pf.tui.layer(3)
 
 local steps = math.tointeger(tonumber(arg and arg[1] or "")) or 600
 local V, T = 16, 32
 
-local task = pf.tasks.induction { vocab = V, seq = T, seed = 1 }
-local m = pf.model { vocab = V, dim = 32, seed = 1,
+task = pf.tasks.induction { vocab = V, seq = T, seed = 1 }   -- globals: the prompt can use them
+m = pf.model { vocab = V, dim = 32, seed = 1,
   layers = { pf.attention { heads = 2 }, pf.mlp {}, pf.attention { heads = 2 }, pf.mlp {} } }
 
 print("postformer " .. pf.version .. ": the tour")
@@ -19,6 +23,8 @@ print("say b. No fixed rule gives b: the model has to find the earlier 0 and cop
 print()
 print(m:describe())
 print()
+pf.watch(m, task)   -- the playground's views show this model and step through this task
+
 print(("Training %d steps of 32 sequences of %d tokens:"):format(steps, T))
 local history = m:train { task = task, steps = steps, batch = 32, lr = 3e-3 }
 print(history)
@@ -65,4 +71,10 @@ for _, layer in ipairs(m.layers) do
         100 * row:max(), at, prompt[at], prompt[at - 1] == 0 and at < #prompt and ", right after the earlier trigger" or ""))
     end
   end
+end
+
+if pf.tui then
+  print()
+  print("Now stepping through a sequence: s steps one token, r runs / pauses, j / k pick the layer.")
+  pf.tui.run()
 end

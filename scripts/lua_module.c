@@ -549,7 +549,7 @@ static void check_task_fits(lua_State *L, pf_model *m, const pfl_task *t)
 }
 
 /* m:_train_step(task, batch, cfg) -> {step, loss, acc, aux_loss, grad_norm, lr, tokens}
- * cfg: {lr, min_lr_ratio, warmup, total_steps, weight_decay, beta1, beta2, eps, clip} */
+ * cfg: {lr, min_lr_ratio, warmup, total_steps, schedule_step, weight_decay, beta1, beta2, eps, clip} */
 static int model_train_step(lua_State *L)
 {
     pf_model *m = model_check(L, 1);
@@ -565,6 +565,7 @@ static int model_train_step(lua_State *L)
     tc.min_lr_ratio = (float)opt_number(L, 4, "min_lr_ratio", tc.min_lr_ratio);
     tc.warmup = (int)opt_number(L, 4, "warmup", tc.warmup);
     tc.total_steps = (int)opt_number(L, 4, "total_steps", tc.total_steps);
+    tc.schedule_step = (int)opt_number(L, 4, "schedule_step", tc.schedule_step);
     tc.weight_decay = (float)opt_number(L, 4, "weight_decay", tc.weight_decay);
     tc.beta1 = (float)opt_number(L, 4, "beta1", tc.beta1);
     tc.beta2 = (float)opt_number(L, 4, "beta2", tc.beta2);
@@ -857,6 +858,7 @@ int luaopen_postformer(lua_State *L)
     luaL_newlib(L, module_funcs);
     pfl_tensor_open(L);
     pfl_task_open(L);
+    pfl_png_open(L);
     lua_pushliteral(L, PF_VERSION);
     lua_setfield(L, -2, "version");
     /* one constructor per registered layer kind */

@@ -62,6 +62,11 @@ pf_rng   *pfl_rng_check(lua_State *L, int arg);
 /* Register the classes and set table[-1].tasks (the constructors) and table[-1].rng. */
 void      pfl_task_open(lua_State *L);
 
+/* ---- PNG export (png.c) ------------------------------------------------------------------------ */
+
+/* Set table[-1].png (pf.png). */
+void pfl_png_open(lua_State *L);
+
 /* An integer option of an options table at `idx` in [lo, hi], or def when absent; errors name
  * `what` and the option. */
 lua_Integer pfl_opt_integer(lua_State *L, int idx, const char *what, const char *name,

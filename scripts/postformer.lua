@@ -15,6 +15,13 @@ local fmt = string.format
 pf.default_device = pf.default_device or "cpu"   -- the program's --device sets it
 pf.headless = pf.headless or false                -- true in `postformer run`: progress lines on
 
+-- Hooks for the terminal UI (tui/), which replaces both after loading the module. Headless,
+-- pf._yield does nothing and pf.watch only remembers the model (pf.png's default).
+-- m:train calls pf._yield(m, info, task) after every step: the UI records the metrics and, when the
+-- job's time slice is over, yields the coroutine so the screen refreshes and keys work.
+function pf._yield() end
+function pf.watch(m) pf._watched = m end
+
 -- ---- errors ------------------------------------------------------------------------------------
 
 -- Call a C function and, on error, raise its message again at `level` above ccall's caller, so the
@@ -213,15 +220,6 @@ end
 local train_keys = { "task", "steps", "batch", "lr", "warmup", "weight_decay", "clip", "seed", "on_step",
   "log_every", "log", "min_lr_ratio", "beta1", "beta2", "eps" }
 
--- The learning rate of step i of n: linear warmup, then cosine decay to lr * min_lr_ratio (the
--- engine's schedule, counted from the start of this m:train call rather than the model's first step).
-local function scheduled_lr(c, i, n)
-  if c.warmup > 0 and i <= c.warmup then return c.lr * i / c.warmup end
-  if n <= c.warmup then return c.lr end
-  local lo = c.lr * c.min_lr_ratio
-  return lo + 0.5 * (c.lr - lo) * (1 + math.cos(math.pi * (i - c.warmup) / (n - c.warmup)))
-end
-
 -- m:train{task, steps = 200, batch = 16, lr = 3e-3, warmup = steps/10 (at most 100), min_lr_ratio = 0.1,
 --         weight_decay = 0, clip = 1 (0: none), beta1 = 0.9, beta2 = 0.95, eps = 1e-8,
 --         seed (restarts the task's data), on_step = function(info), log (default: pf.headless), log_every}
@@ -240,14 +238,13 @@ function Model.train(m, opts)
   local def = C.train_defaults()
   local steps = check_int(opts.steps or 200, what, "steps", 1, math.maxinteger, 2)
   local batch = check_int(opts.batch or 16, what, "batch", 1, 1 << 20, 2)
-  local sched = {
+  -- the engine's schedule (linear warmup, cosine to lr * min_lr_ratio), counted from the start of
+  -- this call: schedule_step is set to i each step
+  local cfg = {
     lr = check_number(opts.lr or def.lr, what, "lr", 0, 10, 2),
     warmup = check_int(opts.warmup or math.min(100, steps // 10), what, "warmup", 0, math.maxinteger, 2),
     min_lr_ratio = check_number(opts.min_lr_ratio or def.min_lr_ratio, what, "min_lr_ratio", 0, 1, 2),
-  }
-  -- the engine's own schedule is off (warmup = total_steps = 0: a constant lr); this loop sets lr
-  local cfg = {
-    lr = sched.lr, warmup = 0, total_steps = 0,
+    total_steps = steps,
     weight_decay = check_number(opts.weight_decay or def.weight_decay, what, "weight_decay", 0, 10, 2),
     clip = check_number(opts.clip or def.clip, what, "clip", 0, math.huge, 2),
     beta1 = check_number(opts.beta1 or def.beta1, what, "beta1", 0, 1, 2),
@@ -267,7 +264,7 @@ function Model.train(m, opts)
   local start, tokens, last_draw = pf.clock(), 0, -1
   local info
   for i = 1, steps do
-    cfg.lr = scheduled_lr(sched, i, steps)
+    cfg.schedule_step = i
     local st = ccall(2, Model._train_step, m, task, batch, cfg)
     local now = pf.clock()
     tokens = tokens + st.tokens
@@ -278,6 +275,7 @@ function Model.train(m, opts)
     }
     hist.loss[i], hist.acc[i], hist.aux[i] = st.loss, st.acc, st.aux_loss
     hist.grad_norm[i], hist.lr[i] = st.grad_norm, st.lr
+    pf._yield(m, info, task)
     if log then
       if tty then
         if now - last_draw >= 0.1 or i == steps then

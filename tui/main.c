@@ -1,8 +1,11 @@
-/* postformer: the program. For now it runs Lua scripts headless (the terminal UI comes later and
- * will live beside this file in tui/).
+/* postformer: the program.
  *
- *   postformer [--device cpu|cuda] [run] FILE.lua [ARGS...]   run FILE with `arg` and `pf` set
- *   postformer [--device cpu|cuda]                           run examples/tour.lua
+ *   postformer [--device cpu|cuda] FILE.lua [ARGS...]      the terminal UI, running FILE in it
+ *   postformer [--device cpu|cuda]                        the terminal UI on examples/tour.lua
+ *   postformer [--device cpu|cuda] run FILE.lua [ARGS...]  FILE headless, with `arg` and `pf` set
+ *
+ * The terminal UI (tui/app.c) needs a terminal on stdin and stdout; without one the first two run
+ * headless too. The hidden option --bench-ui WxH measures the UI for make bench.
  *
  * Embedding follows lua.c: the script runs under lua_pcall with a message handler that adds a
  * traceback; Ctrl-C sets a hook that raises "interrupted!" inside Lua (a second Ctrl-C kills).
@@ -22,6 +25,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "scripts/lua_module.h"
+#include "tui/app.h"
 
 #ifndef PF_VERSION
 #define PF_VERSION "0.0.0"
@@ -34,13 +38,15 @@ static const char *progname = "postformer";
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s [options] [run] FILE.lua [ARGS...]\n"
-            "       %s [options]\n"
+            "usage: %s [options] [FILE.lua [ARGS...]]      the playground (the tour without FILE)\n"
+            "       %s [options] run FILE.lua [ARGS...]    FILE headless\n"
             "\n"
-            "Runs FILE.lua with the postformer module loaded as the global `pf` (require \"postformer\"\n"
-            "works too) and the script's arguments in `arg` (arg[0] is FILE, arg[1..] are ARGS) and in `...`.\n"
-            "With no FILE it runs the tour (examples/tour.lua). Until the terminal UI lands, every run is\n"
-            "headless: `postformer FILE.lua` is the same as `postformer run FILE.lua`.\n"
+            "Opens the terminal playground and runs FILE.lua in it (with no FILE: the tour,\n"
+            "examples/tour.lua). `run` runs FILE headless instead: plain output and an exit status.\n"
+            "Either way the postformer module is the global `pf` (require \"postformer\" works too) and the\n"
+            "script's arguments are in `arg` (arg[0] is FILE, arg[1..] are ARGS) and in `...`.\n"
+            "Without a terminal on stdin and stdout the playground runs the script headless.\n"
+            "In the playground: Enter types Lua, ':' a command, ? lists every key, q quits.\n"
             "\n"
             "options:\n"
             "  --device NAME   the default device of pf.model: cpu or cuda (default cpu)\n"
@@ -186,7 +192,15 @@ static const char *find_tour(char *buf, size_t n)
     return "examples/tour.lua";
 }
 
-static int run_script(const char *device, char **argv, int argc, int script, const char *file)
+static const char bench_script[] =
+    "local m = pf.model{vocab = 64, dim = 64, seed = 1, layers = {pf.attention{heads = 4}, pf.mlp{},\n"
+    "  pf.retention{heads = 4}, pf.mlp{}}}\n"
+    "local task = pf.tasks.mqar{vocab = 64, seq = 64, pairs = 8}\n"
+    "m:train{task = task, steps = 10, batch = 8, log = false}\n"
+    "pf.watch(m, task)\n";
+
+static int run_script(const char *device, char **argv, int argc, int script, const char *file, int tui,
+                      const char *bench)
 {
     lua_State *L = luaL_newstate();
     if (!L) {
@@ -203,6 +217,18 @@ static int run_script(const char *device, char **argv, int argc, int script, con
             lua_pushstring(L, file);
             lua_rawseti(L, -2, 0);
             lua_setglobal(L, "arg");
+        }
+        if (bench) {
+            int w = 200, h = 60;
+            sscanf(bench, "%dx%d", &w, &h);
+            int rc = tui_bench(L, bench_script, w, h);
+            lua_close(L);
+            return rc;
+        }
+        if (tui) {
+            int rc = tui_main(L, file, file);
+            lua_close(L);
+            return rc;
         }
         status = luaL_loadfile(L, file);
         if (status == LUA_OK) {
@@ -222,7 +248,7 @@ static int run_script(const char *device, char **argv, int argc, int script, con
 
 int main(int argc, char **argv)
 {
-    const char *device = NULL;
+    const char *device = NULL, *bench = NULL;
     int i = 1, seen_run = 0;
     if (argv[0] && argv[0][0]) {
         const char *slash = strrchr(argv[0], '/');
@@ -242,6 +268,9 @@ int main(int argc, char **argv)
             device = argv[++i];
         } else if (strncmp(a, "--device=", 9) == 0) {
             device = a + 9;
+        } else if (strcmp(a, "--bench-ui") == 0) {
+            if (i + 1 >= argc) return usage_error("%s needs a size WxH", a);
+            bench = argv[++i];
         } else if (strcmp(a, "--") == 0) {
             i++;
             break;
@@ -269,6 +298,7 @@ int main(int argc, char **argv)
         file = find_tour(tour, sizeof tour);
         i = argc;     /* no arguments for the tour */
     }
-    if (access(file, R_OK) != 0) return usage_error("cannot read the script '%s'", file);
-    return run_script(device, argv, argc, i, file);
+    if (!bench && access(file, R_OK) != 0) return usage_error("cannot read the script '%s'", file);
+    int tui = !seen_run && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+    return run_script(device, argv, argc, i, file, tui, bench);
 }

@@ -28,3 +28,16 @@ else
   print(string.format("%-28s %14.1f", "stepping us/token", os_))
 end
 LUA
+
+# the terminal playground: a full redraw of every pane at 200x60 into a virtual screen (curses on
+# /dev/null, 256 colours, the focused layer's probes fetched again each frame), and stepping
+# tokens/s with the views live (frames at 30/s) against m:step in a plain Lua loop
+ui=$("$BUILD"/postformer --bench-ui 200x60) || exit 1
+echo "$ui"
+lua5.4 - "$ui" <<'LUA'
+local function field(k) return tonumber(arg[1]:match('"' .. k .. '":%s*([%d%.eE+-]+)')) end
+local fps, head, live = field("redraw_fps"), field("step_tokens_per_s_headless"), field("step_tokens_per_s_live")
+print(string.format("%-28s %14.0f", "TUI full redraw 200x60 fps", fps))
+print(string.format("%-28s %14.0f", "stepping tokens/s headless", head))
+print(string.format("%-28s %14.0f  (views cost %.1f%%)", "stepping tokens/s live", live, 100 * (1 - live / head)))
+LUA

@@ -9,14 +9,16 @@
 #                   prints "skipped: no GPU" and succeeds where there is none
 #   make bench-gpu  postformer on cuda beside PyTorch/transformers on the same GPU (tests/gpu/bench_gpu.sh)
 #   make SAN=1 ...  the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build-san/)
+#   make fuzz       the safetensors parser under libFuzzer (clang, ASan + UBSan) for FUZZ_TIME s (60)
 #   make clean
 #
 # The CUDA backend (kernels/cuda/*.cu) is built when nvcc is found (NVCC=... to point at one,
 # NVCC= to build CPU-only); the backend is chosen at run time either way.
 
 PKGS      := liblua5.4-dev lua5.4 libncurses-dev libreadline-dev libopenblas-dev lua-busted \
-             libcmocka-dev pkg-config tmux libpng-dev
+             libcmocka-dev pkg-config tmux libpng-dev libjansson-dev
 BENCH_PKGS := python3-torch
+FUZZ_PKGS  := clang libclang-rt-14-dev
 
 SAN ?= 0
 ifeq ($(SAN),1)
@@ -31,12 +33,14 @@ endif
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline libpng 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline libpng jansson 2>/dev/null)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
 BLAS_LIBS  = $(shell pkg-config --libs openblas 2>/dev/null)
 TUI_LIBS   = $(shell pkg-config --libs ncursesw readline 2>/dev/null)
 PNG_LIBS   = $(shell pkg-config --libs libpng 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+# jansson parses the JSON of safetensors headers, config.json and tokenizer.json (engine/safetensors.c)
+JSON_LIBS  = $(shell pkg-config --libs jansson 2>/dev/null)
 
 VERSION   := 0.1.0
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
@@ -44,7 +48,7 @@ WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wp
 CFLAGS    += -std=c11 $(OPT) -fPIC -fopenmp $(WARN) $(SANFLAGS) -I. $(PKG_CFLAGS) \
              -D_GNU_SOURCE -DPF_VERSION='"$(VERSION)"' -MMD -MP
 LDFLAGS   += -fopenmp $(SANFLAGS)
-LDLIBS    := $(BLAS_LIBS) -lm
+LDLIBS    := $(BLAS_LIBS) $(JSON_LIBS) -lm
 
 ENGINE_SRC := $(wildcard engine/*.c engine/layers/*.c kernels/*.c kernels/cpu/*.c)
 CUDA_SRC   := $(wildcard kernels/cuda/*.cu)
@@ -67,7 +71,8 @@ endif
 endif
 
 ENGINE_OBJ  := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
-SCRIPT_OBJ  := $(SCRIPT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts/postformer_lua.o
+LUA_EMBED   := $(wildcard scripts/*_lua.S)
+SCRIPT_OBJ  := $(SCRIPT_SRC:%.c=$(BUILD)/obj/%.o) $(LUA_EMBED:%.S=$(BUILD)/obj/%.o)
 TUI_OBJ     := $(TUI_SRC:%.c=$(BUILD)/obj/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
@@ -78,28 +83,29 @@ BIN := $(BUILD)/postformer
 
 BENCH := $(BUILD)/bench
 
-.PHONY: all deps bench-deps run test bench clean test-gpu bench-gpu
+.PHONY: all deps bench-deps fuzz-deps run test bench clean test-gpu bench-gpu fuzz
 .DELETE_ON_ERROR:
 .SECONDARY:
 
 all: $(BIN) $(SO) $(TEST_BIN) $(BENCH)
 
-# ---- dependencies -------------------------------------------------------------------------------
-deps:
-	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install the Debian packages of a list that are not there yet (with sudo when not root).
+install_missing = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# ---- dependencies -------------------------------------------------------------------------------
+deps:
+	@$(call install_missing,$(PKGS))
+
 bench-deps: deps
-	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	@$(call install_missing,$(BENCH_PKGS))
+
+fuzz-deps:
+	@$(call install_missing,$(FUZZ_PKGS))
 
 # Objects depend on the flags they were compiled with: a change of flags (PF_HAVE_CUDA appearing,
 # SAN, ...) rebuilds everything instead of linking objects built for another configuration.
@@ -118,8 +124,8 @@ $(BUILD)/obj/%.o: %.cu $(FLAGS_STAMP)
 	@echo "  NVCC  $<"
 	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-# the Lua half of the module, embedded into the .so and the program
-$(BUILD)/obj/scripts/postformer_lua.o: scripts/postformer_lua.S scripts/postformer.lua
+# the Lua half of the module (scripts/NAME.lua, embedded by scripts/NAME_lua.S) in the .so and the program
+$(BUILD)/obj/scripts/%_lua.o: scripts/%_lua.S scripts/%.lua
 	@mkdir -p $(dir $@)
 	$(CC) -c -I. $< -o $@
 
@@ -170,7 +176,22 @@ test-gpu: $(GPU_TEST)
 bench-gpu: $(BENCH) $(GPU_TEST)
 	@BUILD=$(BUILD) sh tests/gpu/bench_gpu.sh
 
+# the safetensors parser under libFuzzer: the committed corpus is read, new finds go to build-fuzz/corpus
+FUZZ_TIME ?= 60
+FUZZ_BIN  := build-fuzz/fuzz_safetensors
+$(FUZZ_BIN): tests/fuzz/fuzz_safetensors.c engine/safetensors.c engine/error.c engine/safetensors.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  $(shell pkg-config --cflags jansson) -o $@ tests/fuzz/fuzz_safetensors.c engine/safetensors.c engine/error.c \
+	  $(JSON_LIBS)
+
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@mkdir -p build-fuzz/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -timeout=5 -rss_limit_mb=2048 -dict=tests/fuzz/safetensors.dict \
+	  -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

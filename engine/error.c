@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static _Thread_local char error_text[512];
+static _Thread_local char error_text[2048];   /* room to list missing checkpoint tensors */
 
 int pf_error(const char *fmt, ...)
 {

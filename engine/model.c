@@ -5,6 +5,8 @@
 #include "engine/model.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -293,6 +295,51 @@ int pf_model_steps_taken(const pf_model *m) { return m->steps_taken; }
 int pf_model_position(const pf_model *m) { return m->position; }
 float *pf_model_params(pf_model *m) { return m->params; }
 float *pf_model_grads(pf_model *m) { return m->grads; }
+float *pf_model_adam(pf_model *m, int which) { return which ? m->adam_v : m->adam_m; }
+void pf_model_set_steps_taken(pf_model *m, int steps) { m->steps_taken = steps; }
+
+static void named(pf_named_param *out, int cap, int *n, size_t offset, int ndim, const int *shape,
+                  const char *fmt, ...) PF_PRINTF(7, 8);
+
+static void named(pf_named_param *out, int cap, int *n, size_t offset, int ndim, const int *shape,
+                  const char *fmt, ...)
+{
+    if (*n < cap) {
+        pf_named_param *p = &out[*n];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->name, sizeof p->name, fmt, ap);
+        va_end(ap);
+        p->ndim = ndim;
+        memcpy(p->shape, shape, (size_t)ndim * sizeof *shape);
+        p->offset = offset;
+        p->numel = pf_shape_numel(ndim, shape);
+    }
+    (*n)++;
+}
+
+int pf_model_named_params(const pf_model *m, pf_named_param *out, int cap)
+{
+    int n = 0, C = m->cfg.dim, V = m->cfg.vocab, ln = m->cfg.norm == PF_NORM_LAYER;
+    const int vc[2] = {V, C}, c1[1] = {C};
+#define OFF(view) ((size_t)((view) - m->params))
+    named(out, cap, &n, OFF(m->wte), 2, vc, "embed.weight");
+    for (int i = 0; i < m->n_blocks; i++) {
+        const block *b = &m->blocks[i];
+        if (b->share_with >= 0) continue;
+        named(out, cap, &n, OFF(b->norm_w), 1, c1, "layers.%d.norm.weight", i);
+        if (ln) named(out, cap, &n, OFF(b->norm_b), 1, c1, "layers.%d.norm.bias", i);
+        const pf_layer *l = b->layer;
+        for (int p = 0; p < l->n_params; p++)
+            named(out, cap, &n, b->layer_offset + l->params[p].offset, l->params[p].ndim, l->params[p].shape,
+                  "layers.%d.mixer.%s", i, l->params[p].name);
+    }
+    named(out, cap, &n, OFF(m->lnf_w), 1, c1, "norm.weight");
+    if (ln) named(out, cap, &n, OFF(m->lnf_b), 1, c1, "norm.bias");
+    if (!m->cfg.tie_embeddings) named(out, cap, &n, OFF(m->head), 2, vc, "head.weight");
+#undef OFF
+    return n;
+}
 
 void pf_model_block_info(const pf_model *m, int i, pf_block_info *out)
 {

@@ -99,5 +99,27 @@ int pf_model_steps_taken(const pf_model *m);
 /* Flat buffers, for checkpoints and tests: parameters and gradients (n_params floats, device). */
 float *pf_model_params(pf_model *m);
 float *pf_model_grads(pf_model *m);
+/* The AdamW moments (n_params floats, device): which = 0 the first, 1 the second. */
+float *pf_model_adam(pf_model *m, int which);
+/* Restore the optimiser step count (resuming from a checkpoint: AdamW's bias correction uses it). */
+void   pf_model_set_steps_taken(pf_model *m, int steps);
+
+/* The distinct parameters under checkpoint names, in flat-buffer order:
+ *   embed.weight (V, C)                 the token embedding
+ *   layers.{i}.norm.weight (C)          block i's pre-norm (and layers.{i}.norm.bias for LayerNorm)
+ *   layers.{i}.mixer.{name}             block i's layer parameters, under the names it registers
+ *   norm.weight (C), norm.bias (C)      the final norm (bias for LayerNorm)
+ *   head.weight (V, C)                  the LM head, absent when tied to the embedding
+ * i is the 0-based block index; a block that shares another's weights is not listed (its weights
+ * are the other block's). */
+typedef struct pf_named_param {
+    char   name[96];
+    int    ndim;
+    int    shape[PF_MAX_DIMS];
+    size_t offset;      /* floats from the start of the flat buffers (parameters, gradients, moments) */
+    size_t numel;
+} pf_named_param;
+/* Fill out[0 .. cap-1] and return how many there are (call with cap = 0 to count). */
+int pf_model_named_params(const pf_model *m, pf_named_param *out, int cap);
 
 #endif

@@ -28,6 +28,9 @@
 /* scripts/postformer.lua, embedded by scripts/postformer_lua.S */
 extern const char     pf_lua_source[];
 extern const uint64_t pf_lua_source_len;
+/* scripts/checkpoint.lua, embedded by scripts/checkpoint_lua.S */
+extern const char     pf_lua_checkpoint[];
+extern const uint64_t pf_lua_checkpoint_len;
 
 int pfl_engine_error(lua_State *L)
 {
@@ -161,7 +164,21 @@ static int spec_index(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg spec_methods[] = {{"options", spec_options}, {NULL, NULL}};
+/* spec:given() -> only the options given explicitly (what rebuilds the same layer: a checkpoint's
+ * config), as spec:options() writes them */
+static int spec_given(lua_State *L)
+{
+    pfl_spec *s = spec_check(L, 1);
+    push_options(L, &s->cfg);
+    for (int i = 0; i < s->cfg.n_options; i++)
+        if (!(s->cfg.set_mask & (1u << i))) {
+            lua_pushnil(L);
+            lua_setfield(L, -2, s->cfg.options[i].name);
+        }
+    return 1;
+}
+
+static const luaL_Reg spec_methods[] = {{"options", spec_options}, {"given", spec_given}, {NULL, NULL}};
 
 /* pf.layer_kinds(): {name, summary, options = {{name, type, default, min, max, choices, help}},
  * probes = {{name, shape, refresh, help}}} for every registered kind */
@@ -232,6 +249,8 @@ static pf_model *model_check(lua_State *L, int arg)
     luaL_argcheck(L, box->m != NULL, arg, "model is closed");
     return box->m;
 }
+
+pf_model *pfl_model_check(lua_State *L, int arg) { return model_check(L, arg); }
 
 static int model_gc(lua_State *L)
 {
@@ -340,6 +359,13 @@ static int model_new(lua_State *L)
     set_field(L, "norm");
     lua_pushboolean(L, cfg.tie_embeddings);
     set_field(L, "tie");
+    lua_pushnumber(L, cfg.norm_eps);
+    set_field(L, "norm_eps");
+    /* what made it, for m:save: the flat layer specs and their sharing */
+    lua_pushvalue(L, 2);
+    set_field(L, "_specs");
+    lua_pushvalue(L, 3);
+    set_field(L, "_shares");
     lua_setiuservalue(L, 4, 1);
     return 1;
 }
@@ -855,5 +881,12 @@ int luaopen_postformer(lua_State *L)
     lua_pushvalue(L, -2);
     lua_pushvalue(L, internal);
     lua_call(L, 2, 1);
+    /* checkpoints, pf.load_hf and tokenizers: the C part, then the Lua part with (module, internal) */
+    pfl_checkpoint_open(L, internal);
+    if (luaL_loadbuffer(L, pf_lua_checkpoint, (size_t)pf_lua_checkpoint_len, "@checkpoint.lua") != LUA_OK)
+        return lua_error(L);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, internal);
+    lua_call(L, 2, 0);
     return 1;
 }

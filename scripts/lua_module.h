@@ -21,12 +21,25 @@
 #define PFL_MODEL     "pf.model"
 #define PFL_LAYER     "pf.layer"
 #define PFL_LAYERSPEC "pf.layerspec"
+#define PFL_SAFETENSORS "pf.safetensors"
+#define PFL_TOKENIZER "pf.tokenizer"
 
 /* The module opener: require "postformer" (the .so) and the program's preload. */
 int luaopen_postformer(lua_State *L);
 
 /* Raise the engine's last error (pf_error_message) as a Lua error. Never returns. */
 int pfl_engine_error(lua_State *L);
+
+/* The engine model of a pf.model argument (errors when it is not one or is closed). */
+struct pf_model;
+struct pf_model *pfl_model_check(lua_State *L, int arg);
+
+/* ---- checkpoints, JSON, tokenizers (lua_checkpoint.c) ---------------------------------------- */
+
+/* Register pf.safetensors and pf.tokenizer classes, the model methods _save, _load, _param_names,
+ * and the internal helpers json_decode, json_encode, st_open, set_field for scripts/checkpoint.lua;
+ * `internal` is the stack index of the internal table, the module table is at the top. */
+void pfl_checkpoint_open(lua_State *L, int internal);
 
 /* ---- tensors (lua_tensor.c) ------------------------------------------------------------------ */
 

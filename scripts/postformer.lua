@@ -506,8 +506,20 @@ end
 -- m:generate(prompt, n = 16, {temperature = 0 (greedy), top_k = 0 (all), seed, reset = true})
 -- Steps the prompt (after m:reset() unless reset = false), then n tokens, each picked from the last
 -- logits and stepped in turn. Returns the n token ids and the probability each had when picked.
+-- A text prompt (a string; the model needs m.tokenizer, which pf.load_hf sets) is encoded, and the
+-- continuation comes back as text first: text, ids, probabilities.
 function Model.generate(m, prompt, n, opts)
   local what = "m:generate"
+  local tok
+  if type(prompt) == "string" then
+    tok = m.tokenizer
+    if not tok then
+      error(what .. ": a text prompt needs a tokenizer (m:set_tokenizer(pf.tokenizer(path)); pf.load_hf sets one "
+        .. "from tokenizer.json)", 2)
+    end
+    prompt = tok:encode(prompt)
+    if #prompt == 0 then error(what .. ": the prompt encodes to no tokens", 2) end
+  end
   if type(prompt) ~= "table" or #prompt == 0 then error(what .. ": the prompt must be a table of one or more token ids", 2) end
   n = n == nil and 16 or check_int(n, what, "n", 0, math.maxinteger, 2)
   opts = opts or {}
@@ -524,6 +536,7 @@ function Model.generate(m, prompt, n, opts)
     out[i], probs[i] = pick(logits, temperature, top_k, rng)
     logits = ccall(2, Model.step, m, out[i])
   end
+  if tok then return tok:decode(out), out, probs end
   return out, probs
 end
 

@@ -2,6 +2,8 @@
 # Runs every test: the C unit tests (cmocka, one program each), the Lua specs (busted) and the
 # program's command-line tests, all as TAP; prints each failure and ends with "N passed, N failed".
 BUILD=${BUILD:-build}
+# OpenMP threads that spin while OpenBLAS works starve it on a busy machine (README, Threads)
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 cd "$(dirname "$0")/.." || exit 2
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT INT TERM

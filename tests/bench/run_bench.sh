@@ -8,6 +8,9 @@
 # head, AdamW. Timed steps are few so that the whole run stays within about 4 minutes on 2 cores:
 # each line gives its warm-up and timed training steps and its stepped tokens, for ours and the peer.
 BUILD=${BUILD:-build}
+# both sides (OpenMP in ours and in torch) wait passively: spinning threads starve the BLAS threads
+# on a busy machine (README, Threads); set OMP_WAIT_POLICY to measure otherwise
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 cd "$(dirname "$0")/../.." || exit 2
 
 common=${BENCH_COMMON:-"--vocab 256 --dim 128 --seq 256 --batch 16"}   # BENCH_COMMON: a quick smoke run

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
+#include "kernels/pointwise.h"
 
 #define PAR_FOR _Pragma("omp parallel for schedule(static) if (n > PF_CPU_PAR_MIN)")
 
@@ -36,45 +37,10 @@ void cpu_mul(float *out, const float *a, const float *b, size_t n)
     for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
 }
 
-static const float GELU_K = 0.7978845608028654f; /* sqrt(2/pi) */
-
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-static inline float act_value(pf_act act, float x)
-{
-    switch (act) {
-    case PF_ACT_GELU: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
-    case PF_ACT_SILU: return x * sigmoidf(x);
-    case PF_ACT_RELU: return x > 0 ? x : 0;
-    case PF_ACT_SOFTPLUS: return x > 20.0f ? x : log1pf(expf(x));
-    case PF_ACT_ELU1: return x > 0 ? x + 1.0f : expf(x);
-    }
-    return x;
-}
-
-static inline float act_slope(pf_act act, float x)
-{
-    switch (act) {
-    case PF_ACT_GELU: {
-        float u = GELU_K * (x + 0.044715f * x * x * x);
-        float t = tanhf(u);
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-    }
-    case PF_ACT_SILU: {
-        float s = sigmoidf(x);
-        return s * (1.0f + x * (1.0f - s));
-    }
-    case PF_ACT_RELU: return x > 0 ? 1.0f : 0.0f;
-    case PF_ACT_SOFTPLUS: return sigmoidf(x);
-    case PF_ACT_ELU1: return x > 0 ? 1.0f : expf(x);
-    }
-    return 1.0f;
-}
-
 void cpu_act_forward(pf_act act, float *out, const float *in, size_t n)
 {
     PAR_FOR
-    for (size_t i = 0; i < n; i++) out[i] = act_value(act, in[i]);
+    for (size_t i = 0; i < n; i++) out[i] = pf_act_value(act, in[i]);
 }
 
 void cpu_act_backward(pf_act act, float *din, const float *dout, const float *in, size_t n,
@@ -82,10 +48,10 @@ void cpu_act_backward(pf_act act, float *din, const float *dout, const float *in
 {
     if (accumulate) {
         PAR_FOR
-        for (size_t i = 0; i < n; i++) din[i] += dout[i] * act_slope(act, in[i]);
+        for (size_t i = 0; i < n; i++) din[i] += dout[i] * pf_act_slope(act, in[i]);
     } else {
         PAR_FOR
-        for (size_t i = 0; i < n; i++) din[i] = dout[i] * act_slope(act, in[i]);
+        for (size_t i = 0; i < n; i++) din[i] = dout[i] * pf_act_slope(act, in[i]);
     }
 }
 
@@ -122,7 +88,7 @@ void cpu_swiglu_forward(float *out, const float *gate_up, int rows, int F)
     for (int r = 0; r < rows; r++) {
         const float *g = gate_up + (size_t)r * 2 * F, *u = g + F;
         float *o = out + (size_t)r * F;
-        for (int j = 0; j < F; j++) o[j] = g[j] * sigmoidf(g[j]) * u[j];
+        for (int j = 0; j < F; j++) o[j] = g[j] * pf_sigmoid(g[j]) * u[j];
     }
 }
 
@@ -133,7 +99,7 @@ void cpu_swiglu_backward(float *dgate_up, const float *dout, const float *gate_u
         const float *g = gate_up + (size_t)r * 2 * F, *u = g + F, *d = dout + (size_t)r * F;
         float *dg = dgate_up + (size_t)r * 2 * F, *du = dg + F;
         for (int j = 0; j < F; j++) {
-            float s = sigmoidf(g[j]);
+            float s = pf_sigmoid(g[j]);
             du[j] = d[j] * g[j] * s;
             dg[j] = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
         }

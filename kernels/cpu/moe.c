@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
+#include "kernels/pointwise.h"
 
 /* ---- jitter ---------------------------------------------------------------------------------- */
 
@@ -40,30 +41,8 @@ void cpu_moe_route(float *probs, float *lse, int32_t *idx, float *w, const float
 {
 #pragma omp parallel for schedule(static) if ((size_t)N * E > PF_CPU_PAR_MIN / 8)
     for (int t = 0; t < N; t++) {
-        const float *z = logits + (size_t)t * E;
-        float *p = probs + (size_t)t * E;
-        float mx = z[0];
-        for (int e = 1; e < E; e++) mx = z[e] > mx ? z[e] : mx;
-        double sum = 0;
-        for (int e = 0; e < E; e++) sum += exp((double)z[e] - mx);
-        for (int e = 0; e < E; e++) p[e] = (float)(exp((double)z[e] - mx) / sum);
-        lse[t] = (float)(mx + log(sum));
-        if (K <= 0) continue;
-        /* K passes of an arg-max over the experts not taken yet; '>' keeps the lower id on ties */
-        int32_t *id = idx + (size_t)t * K;
-        float *wt = w + (size_t)t * K;
-        double kept = 0;
-        for (int j = 0; j < K; j++) {
-            int best = -1;
-            for (int e = 0; e < E; e++) {
-                int taken = 0;
-                for (int i = 0; i < j; i++) taken |= id[i] == e;
-                if (!taken && (best < 0 || p[e] > p[best])) best = e;
-            }
-            id[j] = best;
-            kept += p[best];
-        }
-        for (int j = 0; j < K; j++) wt[j] = renorm ? (float)(p[id[j]] / kept) : p[id[j]];
+        lse[t] = pf_moe_route_row(probs + (size_t)t * E, idx + (size_t)t * (K > 0 ? K : 0),
+                                  w + (size_t)t * (K > 0 ? K : 0), logits + (size_t)t * E, E, K > 0 ? K : 0, renorm);
     }
 }
 
@@ -211,26 +190,9 @@ void cpu_moe_router_backward(float *dlogits, const float *probs, const float *ls
 {
 #pragma omp parallel for schedule(static) if ((size_t)N * E > PF_CPU_PAR_MIN / 8)
     for (int t = 0; t < N; t++) {
-        const float *p = probs + (size_t)t * E, *wt = w + (size_t)t * K, *g = dw + (size_t)t * K;
-        const int32_t *id = idx ? idx + (size_t)t * K : NULL;
-        float *dz = dlogits + (size_t)t * E;
-        /* dz first holds dL/dp */
-        for (int e = 0; e < E; e++) dz[e] = aux_grad ? aux_grad[e] : 0.0f;
-        if (renorm) {
-            /* w_j = p_j / S, S = sum of the K chosen p: dL/dp_j = (g_j - sum_i g_i w_i) / S */
-            double S = 0, gw = 0;
-            for (int j = 0; j < K; j++) {
-                S += p[id ? id[j] : j];
-                gw += (double)g[j] * wt[j];
-            }
-            for (int j = 0; j < K; j++) dz[id ? id[j] : j] += (float)((g[j] - gw) / S);
-        } else {
-            for (int j = 0; j < K; j++) dz[id ? id[j] : j] += g[j];
-        }
-        /* softmax backward, then the z-loss */
-        double dot = 0;
-        for (int e = 0; e < E; e++) dot += (double)p[e] * dz[e];
-        for (int e = 0; e < E; e++) dz[e] = (float)(p[e] * (dz[e] - dot) + z_coef * lse[t] * p[e]);
+        pf_moe_router_backward_row(dlogits + (size_t)t * E, probs + (size_t)t * E, lse[t],
+                                   idx ? idx + (size_t)t * K : NULL, w + (size_t)t * K, dw + (size_t)t * K,
+                                   aux_grad, z_coef, E, K, renorm);
     }
 }
 

@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda.h"
+#include "kernels/pointwise.h"
 
 #define GRID_STRIDE(i, n)                                                                          \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);                      \
@@ -48,44 +49,9 @@ void cuda_mul(float *out, const float *a, const float *b, size_t n) { LAUNCH_MAP
 
 /* ---- activations (the same formulas as kernels/cpu/elementwise.c) ------------------------------- */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-
-__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-__device__ __forceinline__ float act_value(pf_act act, float x)
-{
-    switch (act) {
-    case PF_ACT_GELU: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
-    case PF_ACT_SILU: return x * sigmoidf_(x);
-    case PF_ACT_RELU: return x > 0 ? x : 0;
-    case PF_ACT_SOFTPLUS: return x > 20.0f ? x : log1pf(expf(x));
-    case PF_ACT_ELU1: return x > 0 ? x + 1.0f : expf(x);
-    }
-    return x;
-}
-
-__device__ __forceinline__ float act_slope(pf_act act, float x)
-{
-    switch (act) {
-    case PF_ACT_GELU: {
-        float u = GELU_K * (x + 0.044715f * x * x * x);
-        float t = tanhf(u);
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-    }
-    case PF_ACT_SILU: {
-        float s = sigmoidf_(x);
-        return s * (1.0f + x * (1.0f - s));
-    }
-    case PF_ACT_RELU: return x > 0 ? 1.0f : 0.0f;
-    case PF_ACT_SOFTPLUS: return sigmoidf_(x);
-    case PF_ACT_ELU1: return x > 0 ? 1.0f : expf(x);
-    }
-    return 1.0f;
-}
-
 __global__ void k_act_forward(pf_act act, float *out, const float *in, size_t n)
 {
-    GRID_STRIDE(i, n) out[i] = act_value(act, in[i]);
+    GRID_STRIDE(i, n) out[i] = pf_act_value(act, in[i]);
 }
 
 __global__ void k_act_backward(pf_act act, float *din, const float *dout, const float *in, size_t n,
@@ -93,7 +59,7 @@ __global__ void k_act_backward(pf_act act, float *din, const float *dout, const 
 {
     GRID_STRIDE(i, n)
     {
-        float g = dout[i] * act_slope(act, in[i]);
+        float g = dout[i] * pf_act_slope(act, in[i]);
         din[i] = accumulate ? din[i] + g : g;
     }
 }
@@ -190,7 +156,7 @@ __global__ void k_swiglu_forward(float *out, const float *gate_up, int rows, int
     {
         size_t r = i / F, j = i % F;
         float g = gate_up[r * 2 * F + j], u = gate_up[r * 2 * F + F + j];
-        out[i] = g * sigmoidf_(g) * u;
+        out[i] = g * pf_sigmoid(g) * u;
     }
 }
 
@@ -201,7 +167,7 @@ __global__ void k_swiglu_backward(float *dgate_up, const float *dout, const floa
     {
         size_t r = i / F, j = i % F;
         float g = gate_up[r * 2 * F + j], u = gate_up[r * 2 * F + F + j], d = dout[i];
-        float s = sigmoidf_(g);
+        float s = pf_sigmoid(g);
         dgate_up[r * 2 * F + F + j] = d * g * s;
         dgate_up[r * 2 * F + j] = d * u * s * (1.0f + g * (1.0f - s));
     }

@@ -13,6 +13,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda.h"
+#include "kernels/pointwise.h"
 
 #define GRID_STRIDE(i, n)                                                                          \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)(n);              \
@@ -61,29 +62,8 @@ __global__ void k_moe_route(float *probs, float *lse, int32_t *idx, float *w, co
     GRID_STRIDE(tt, N)
     {
         int t = (int)tt;
-        const float *z = logits + (size_t)t * E;
-        float *p = probs + (size_t)t * E;
-        float mx = z[0];
-        for (int e = 1; e < E; e++) mx = z[e] > mx ? z[e] : mx;
-        double sum = 0;
-        for (int e = 0; e < E; e++) sum += exp((double)z[e] - mx);
-        for (int e = 0; e < E; e++) p[e] = (float)(exp((double)z[e] - mx) / sum);
-        lse[t] = (float)(mx + log(sum));
-        if (K <= 0) continue;
-        int32_t *id = idx + (size_t)t * K;
-        float *wt = w + (size_t)t * K;
-        double kept = 0;
-        for (int j = 0; j < K; j++) {
-            int best = -1;
-            for (int e = 0; e < E; e++) {
-                int taken = 0;
-                for (int i = 0; i < j; i++) taken |= id[i] == e;
-                if (!taken && (best < 0 || p[e] > p[best])) best = e;
-            }
-            id[j] = best;
-            kept += p[best];
-        }
-        for (int j = 0; j < K; j++) wt[j] = renorm ? (float)(p[id[j]] / kept) : p[id[j]];
+        lse[t] = pf_moe_route_row(probs + (size_t)t * E, idx + (size_t)t * (K > 0 ? K : 0),
+                                  w + (size_t)t * (K > 0 ? K : 0), logits + (size_t)t * E, E, K > 0 ? K : 0, renorm);
     }
 }
 
@@ -336,23 +316,9 @@ __global__ void k_moe_router_backward(float *dlogits, const float *probs, const 
     GRID_STRIDE(tt, N)
     {
         int t = (int)tt;
-        const float *p = probs + (size_t)t * E, *wt = w + (size_t)t * K, *g = dw + (size_t)t * K;
-        const int32_t *id = idx ? idx + (size_t)t * K : NULL;
-        float *dz = dlogits + (size_t)t * E;
-        for (int e = 0; e < E; e++) dz[e] = aux_grad ? aux_grad[e] : 0.0f;
-        if (renorm) {
-            double S = 0, gw = 0;
-            for (int j = 0; j < K; j++) {
-                S += p[id ? id[j] : j];
-                gw += (double)g[j] * wt[j];
-            }
-            for (int j = 0; j < K; j++) dz[id ? id[j] : j] += (float)((g[j] - gw) / S);
-        } else {
-            for (int j = 0; j < K; j++) dz[id ? id[j] : j] += g[j];
-        }
-        double dot = 0;
-        for (int e = 0; e < E; e++) dot += (double)p[e] * dz[e];
-        for (int e = 0; e < E; e++) dz[e] = (float)(p[e] * (dz[e] - dot) + z_coef * lse[t] * p[e]);
+        pf_moe_router_backward_row(dlogits + (size_t)t * E, probs + (size_t)t * E, lse[t],
+                                   idx ? idx + (size_t)t * K : NULL, w + (size_t)t * K, dw + (size_t)t * K,
+                                   aux_grad, z_coef, E, K, renorm);
     }
 }
 

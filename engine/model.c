@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/error.h"
 
@@ -18,6 +19,7 @@ typedef struct block {
     pf_layer *layer;
     int       share_with;      /* -1, or the block whose weights this one uses */
     size_t    layer_offset;    /* where the layer's parameters start in the flat buffer */
+    double    step_seconds;    /* the layer's last step, host wall clock */
     float    *norm_w, *norm_b; /* (C) views; norm_b only for LayerNorm */
     float    *dnorm_w, *dnorm_b;
 } block;
@@ -349,6 +351,7 @@ void pf_model_block_info(const pf_model *m, int i, pf_block_info *out)
     const pf_layer *l = b->layer;
     out->kind = l->kind;
     out->share_with = b->share_with;
+    out->step_seconds = b->step_seconds;
     out->params = b->share_with >= 0 ? 0
                 : l->numel + (size_t)m->cfg.dim * (m->cfg.norm == PF_NORM_LAYER ? 2 : 1);
     if (l->kind->describe) l->kind->describe(l, &out->info);
@@ -520,7 +523,12 @@ int pf_model_step(pf_model *m, int token, pf_tensor **logits)
         block *b = &m->blocks[i];
         norm_forward(m, m->sxn, m->sstats, m->sx, b->norm_w, b->norm_b, 1);
         b->layer->train = 0;
-        if (b->layer->kind->step(b->layer, m->sy, m->sxn) < 0) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = b->layer->kind->step(b->layer, m->sy, m->sxn);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        b->step_seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        if (rc < 0) {
             return pf_error_prefix("layer %d (%s) step: ", i + 1, b->layer->kind->name);
         }
         if (!isfinite(be->sumsq(m->sy, (size_t)C)))

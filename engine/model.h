@@ -57,6 +57,7 @@ typedef struct pf_block_info {
     const pf_layer_kind *kind;
     int    share_with;     /* -1, or the block whose weights this one uses */
     size_t params;         /* parameters of the layer and its norm (0 if shared) */
+    double step_seconds;   /* wall time of the layer's last step, host clock (0: not stepped yet) */
     pf_layer_info info;
 } pf_block_info;
 

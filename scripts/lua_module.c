@@ -515,9 +515,12 @@ static void push_block_info(lua_State *L, pf_model *m, int i)
     set_field(L, "state_bytes");
     lua_pushboolean(L, bi.info.constant_state);
     set_field(L, "constant_state");
+    lua_pushnumber(L, bi.step_seconds);
+    set_field(L, "step_seconds");
 }
 
-/* m:blocks() -> {{index, kind, params, shares?, flops_per_token, state_bytes, constant_state}} */
+/* m:blocks() -> {{index, kind, params, shares?, flops_per_token, state_bytes, constant_state,
+ *                step_seconds}} */
 static int model_blocks(lua_State *L)
 {
     pf_model *m = model_check(L, 1);

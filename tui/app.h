@@ -77,6 +77,7 @@ enum { WATCH_MAX_PROBES = 16, WATCH_HIST = 96, METRIC_CAP = 2048 };
 typedef struct watch_block {
     char   kind[32];
     double params, flops, state_bytes;
+    double step_s;          /* the layer's last step (host wall clock) */
     int    shares;          /* 1-based block it shares weights with, 0: none */
     int    n_probes;
     char   probe[WATCH_MAX_PROBES][32];

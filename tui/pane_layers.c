@@ -1,5 +1,6 @@
-/* The layer stack: kind, parameters, state bytes and FLOPs per token of every block, the focused
- * one highlighted; the model and the last step's time below. */
+/* The layer stack: kind, parameters, state bytes, FLOPs per token and the last step's time of
+ * every block (the last two when the pane is wide enough), the focused one highlighted; the model
+ * and the whole step's time below. */
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +33,7 @@ static void bytes(char *buf, size_t n, double x)
 static void draw(pane *p, app *a, tui_grid *g)
 {
     watch *w = &a->w;
+    watch_refresh(a);   /* this frame's state bytes and step times, not the last frame's */
     grid_box(g, p->x, p->y, p->w, p->h, "Layers", 0);
     int x = p->x + 1, y = p->y + 1, cw = p->w - 2;
     if (w->model_ref == LUA_NOREF) {
@@ -39,9 +41,10 @@ static void draw(pane *p, app *a, tui_grid *g)
         grid_text(g, x, y + 1, cw, UI_DIM, TC_DEFAULT, 0, "m = pf.model{...}");
         return;
     }
-    int wide = cw >= 40;
+    int wide = cw >= 46, timed = cw >= 32;
     grid_text(g, x, y, cw, UI_DIM, TC_DEFAULT, TA_UNDERLINE,
-              wide ? " # kind          params  state   FLOP/t" : " # kind     params state");
+              wide ? " # kind          params  state   FLOP/t    us"
+                   : timed ? " # kind     params state    us" : " # kind     params state");
     y++;
     int rows = p->h - 4;
     int first = w->focus >= rows ? w->focus - rows + 1 : 0;
@@ -51,7 +54,10 @@ static void draw(pane *p, app *a, tui_grid *g)
         si(pa, sizeof pa, b->params);
         bytes(st, sizeof st, b->state_bytes);
         si(fl, sizeof fl, b->flops);
-        if (wide) snprintf(line, sizeof line, "%2d %-12.12s %7s %6s %7s%s", i + 1, b->kind, pa, st, fl, b->shares ? " =" : "");
+        if (wide)
+            snprintf(line, sizeof line, "%2d %-12.12s %7s %6s %7s %5.0f%s", i + 1, b->kind, pa, st, fl,
+                     b->step_s * 1e6, b->shares ? " =" : "");
+        else if (timed) snprintf(line, sizeof line, "%2d %-9.9s%6s %5s %5.0f", i + 1, b->kind, pa, st, b->step_s * 1e6);
         else snprintf(line, sizeof line, "%2d %-9.9s%6s %5s", i + 1, b->kind, pa, st);
         int focused = i == w->focus;
         if (focused) grid_fill(g, x, y, cw, 1, ' ', TC_DEFAULT, TC_RGB(50, 70, 110), g->mono ? TA_REVERSE : 0);

@@ -202,6 +202,7 @@ static void update_blocks(app *a)
         for (int i = 0; i < n && i < w->n_blocks; i++) {
             lua_rawgeti(L, -1, i + 1);
             w->blocks[i].state_bytes = number_field(L, lua_gettop(L), "state_bytes", 0);
+            w->blocks[i].step_s = number_field(L, lua_gettop(L), "step_seconds", 0);
             lua_pop(L, 1);
         }
     }

@@ -52,6 +52,15 @@ describe("m:forward and m:step", function()
     assert.equal(#seq, m:position())
   end)
 
+  it("time each layer's last step (m:blocks()[i].step_seconds)", function()
+    local m = pf.model { vocab = 8, dim = 16, seed = 1, layers = { pf.mamba {}, pf.attention { heads = 2 } } }
+    for _, b in ipairs(m:blocks()) do assert.equal(0, b.step_seconds) end
+    m:step(1)
+    for _, b in ipairs(m:blocks()) do
+      assert.is_true(b.step_seconds > 0 and b.step_seconds < 10, tostring(b.step_seconds))
+    end
+  end)
+
   it("name a token out of range and the vocabulary", function()
     local msg = error_of(function() m:step(16) end)
     assert.truthy(msg:find("bad argument #1 to 'step' (token 16 is out of range for vocab 16 (ids 0..15))", 1, true), msg)

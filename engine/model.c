@@ -574,22 +574,22 @@ static double schedule_lr(const pf_train_config *c, int step)
 static int score(pf_model *m, int rows, int grad, double *loss, double *acc, double *weight)
 {
     const pf_backend *be = m->be;
-    float *hmask = malloc((size_t)rows * sizeof(float) * 3);
-    if (!hmask) return pf_error("model: out of memory");
+    float *host = malloc((size_t)rows * sizeof(float) * 3);   /* mask, loss, correct (rows each) */
+    if (!host) return pf_error("model: out of memory");
+    float *hmask = host, *hloss = host + rows, *hcorrect = host + 2 * rows;
     be->download(hmask, m->mask, (size_t)rows * sizeof(float));
     double w = 0;
     for (int i = 0; i < rows; i++) w += hmask[i];
     if (w <= 0) {
-        free(hmask);
+        free(host);
         return pf_error("train: the batch has no positions to predict (mask is all zero)");
     }
     be->cross_entropy(m->loss, m->correct, grad ? m->logits : NULL, m->logits, m->targets, m->mask,
                       rows, m->cfg.vocab, (float)(1.0 / w));
-    float *hloss = hmask + rows, *hcorrect = hmask + 2 * rows;
     be->download(hloss, m->loss, (size_t)rows * sizeof(float));
     be->download(hcorrect, m->correct, (size_t)rows * sizeof(float));
     if (be->sync() < 0) {
-        free(hmask);
+        free(host);
         return -1;
     }
     double L = 0, A = 0;
@@ -597,7 +597,7 @@ static int score(pf_model *m, int rows, int grad, double *loss, double *acc, dou
         L += hloss[i];
         A += hcorrect[i];
     }
-    free(hmask);
+    free(host);
     *loss = L / w;
     *acc = A / w;
     *weight = w;

@@ -170,21 +170,20 @@ static void make_sequence(const pf_task *t, pf_rng *rng, int32_t *x, float *mask
         for (int i = 0; i < h; i++) scratch[i] = 1 + i;
         pf_rng_shuffle(rng, scratch, h);
         int32_t keys[MAX_PAIRS], vals[MAX_PAIRS];
-        int np = p;
-        for (int i = 0; i < np; i++) {
+        for (int i = 0; i < p; i++) {
             keys[i] = scratch[i];
             vals[i] = draw(rng, 1 + h, 1 + 2 * h);
             x[2 * i] = keys[i];
             x[2 * i + 1] = vals[i];
         }
-        /* query slots: choose np of the (R / 2) two-token slots of the region after the pairs */
-        int start = 2 * np, slots = (T + 1 - start) / 2;
+        /* query slots: choose p of the (R / 2) two-token slots of the region after the pairs */
+        int start = 2 * p, slots = (T + 1 - start) / 2;
         for (int i = 0; i < slots; i++) scratch[i] = i;
         pf_rng_shuffle(rng, scratch, slots);
         int order[MAX_PAIRS];
-        for (int i = 0; i < np; i++) order[i] = i;
-        pf_rng_shuffle(rng, order, np);
-        for (int q = 0; q < np; q++) {
+        for (int i = 0; i < p; i++) order[i] = i;
+        pf_rng_shuffle(rng, order, p);
+        for (int q = 0; q < p; q++) {
             int pos = start + 2 * scratch[q];
             x[pos] = keys[order[q]];
             x[pos + 1] = vals[order[q]];

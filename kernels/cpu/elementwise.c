@@ -57,8 +57,6 @@ void cpu_act_backward(pf_act act, float *din, const float *dout, const float *in
 
 void cpu_bias_add(float *out, const float *bias, int rows, int cols)
 {
-    size_t n = (size_t)rows * cols;
-    (void)n;
 #pragma omp parallel for schedule(static) if ((size_t)rows * cols > PF_CPU_PAR_MIN)
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) out[(size_t)r * cols + c] += bias[c];

@@ -33,6 +33,20 @@ endif
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 
+# The toolkit's home is where nvcc really lives (a symlink such as /usr/local/bin/nvcc resolved);
+# its libraries are looked for where toolkits put them. An nvcc without libcublas and libcudart
+# beside it (CI has one) cannot link the backend: the build is CPU-only then, and says so.
+ifneq ($(NVCC),)
+CUDA_HOME    := $(patsubst %/bin/nvcc,%,$(realpath $(shell command -v $(NVCC) 2>/dev/null)))
+CUDA_LIB_DIR := $(firstword $(foreach d,$(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib \
+                  $(CUDA_HOME)/lib /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu, \
+                  $(if $(and $(wildcard $(d)/libcublas.so),$(wildcard $(d)/libcudart.so)),$(d))))
+ifeq ($(CUDA_LIB_DIR),)
+$(info note: $(NVCC) has no libcublas.so and libcudart.so beside it; building CPU-only)
+NVCC :=
+endif
+endif
+
 PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 openblas ncursesw readline libpng jansson 2>/dev/null)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
 BLAS_LIBS  = $(shell pkg-config --libs openblas 2>/dev/null)
@@ -59,14 +73,13 @@ TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/c/*.c))
 
 ifneq ($(NVCC),)
 ifneq ($(CUDA_SRC),)
-CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS     += -DPF_HAVE_CUDA
 # machine code for Ampere (sm_80) and Hopper (sm_90, the H100/H200), PTX of compute_90 for newer
 NVCCFLAGS  := -O3 -std=c++20 -I. -Xcompiler -fPIC -Xcompiler -Wall -Xcompiler -Wextra -Werror all-warnings \
               --expt-relaxed-constexpr -gencode arch=compute_80,code=sm_80 \
               -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -DPF_HAVE_CUDA -MMD -MP
 CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
-LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+LDLIBS     += -L$(CUDA_LIB_DIR) -Wl,-rpath,$(CUDA_LIB_DIR) -lcublas -lcudart -lstdc++
 endif
 endif
 

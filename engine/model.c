@@ -64,7 +64,8 @@ struct pf_model {
 
     /* stepping */
     int     position;
-    float  *sx, *sxn, *sy;     /* (C) */
+    float  *sx;                /* (n_blocks + 1, C) step: the residual stream entering each block, then after the last */
+    float  *sxn, *sy;          /* (C) */
     float  *sstats;            /* (2) */
     float  *slogits;           /* (V) */
     int32_t *stoken;           /* (1) */
@@ -247,7 +248,7 @@ int pf_model_build(pf_model *m)
     free(host);
     layout(m, m->params, m->grads);
 
-    m->sx = be->alloc(C * sizeof(float));
+    m->sx = be->alloc((size_t)(m->n_blocks + 1) * C * sizeof(float));
     m->sxn = be->alloc(C * sizeof(float));
     m->sy = be->alloc(C * sizeof(float));
     m->sstats = be->alloc(2 * sizeof(float));
@@ -434,6 +435,20 @@ static int blame_non_finite(pf_model *m, int rows, const char *when)
     return pf_error("the final norm or head produced a non-finite value in %s", when);
 }
 
+/* The same for a step, from the residual streams the step kept (m->sx); the layer's state now holds
+ * the value too, so later steps fail as well until a reset. */
+static int blame_step_non_finite(pf_model *m)
+{
+    size_t C = (size_t)m->cfg.dim;
+    if (!isfinite(m->be->sumsq(m->sx, C)))
+        return pf_error("the embedding produced a non-finite value in step at position %d", m->position + 1);
+    for (int i = 0; i < m->n_blocks; i++)
+        if (!isfinite(m->be->sumsq(m->sx + (size_t)(i + 1) * C, C)))
+            return pf_error("layer %d (%s) produced a non-finite value (NaN or inf) in step at position %d",
+                            i + 1, m->blocks[i].layer->kind->name, m->position + 1);
+    return pf_error("the final norm or head produced a non-finite value in step at position %d", m->position + 1);
+}
+
 /* Embedding, blocks, final norm, head over m->tokens; logits left in m->logits. */
 static int forward(pf_model *m, int B, int T, int train)
 {
@@ -519,9 +534,12 @@ int pf_model_step(pf_model *m, int token, pf_tensor **logits)
     int32_t t = token;
     be->upload(m->stoken, &t, sizeof t);
     be->embedding_forward(m->sx, m->stoken, m->wte, 1, C);
+    /* No check between blocks: on a GPU each would be a round trip to the host. The stream of every
+     * block is kept (sx), so non-finite logits are blamed afterwards on the first block that made them. */
     for (int i = 0; i < m->n_blocks; i++) {
         block *b = &m->blocks[i];
-        norm_forward(m, m->sxn, m->sstats, m->sx, b->norm_w, b->norm_b, 1);
+        float *x = m->sx + (size_t)i * C;
+        norm_forward(m, m->sxn, m->sstats, x, b->norm_w, b->norm_b, 1);
         b->layer->train = 0;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -531,12 +549,9 @@ int pf_model_step(pf_model *m, int token, pf_tensor **logits)
         if (rc < 0) {
             return pf_error_prefix("layer %d (%s) step: ", i + 1, b->layer->kind->name);
         }
-        if (!isfinite(be->sumsq(m->sy, (size_t)C)))
-            return pf_error("layer %d (%s) produced a non-finite value (NaN or inf) in step at position %d",
-                            i + 1, b->layer->kind->name, m->position + 1);
-        be->axpy(m->sx, m->sy, 1.0f, (size_t)C);
+        be->add(x + C, x, m->sy, (size_t)C);
     }
-    norm_forward(m, m->sxn, m->sstats, m->sx, m->lnf_w, m->lnf_b, 1);
+    norm_forward(m, m->sxn, m->sstats, m->sx + (size_t)m->n_blocks * C, m->lnf_w, m->lnf_b, 1);
     be->gemm(0, 1, 1, V, C, 1.0f, m->sxn, C, m->head, C, 0.0f, m->slogits, V);
     pf_tensor *out = pf_tensor_new1(V);
     if (!out) return -1;
@@ -545,6 +560,11 @@ int pf_model_step(pf_model *m, int token, pf_tensor **logits)
         pf_tensor_free(out);
         return -1;
     }
+    for (int v = 0; v < V; v++)
+        if (!isfinite(out->data[v])) {
+            pf_tensor_free(out);
+            return blame_step_non_finite(m);
+        }
     m->position++;
     *logits = out;
     return 0;

@@ -240,7 +240,10 @@ static void test_nan_is_blamed_on_its_layer(void **s)
     printf("#   %s\n", pf_error_message());
     assert_non_null(strstr(pf_error_message(), "layer 2 (mlp)"));
     assert_int_equal(pf_model_step(m, 3, &out), -1);
+    assert_null(out);
+    printf("#   %s\n", pf_error_message());
     assert_non_null(strstr(pf_error_message(), "layer 2 (mlp)"));
+    assert_non_null(strstr(pf_error_message(), "in step at position 1"));
     pf_model_free(m);
 }
 

@@ -6,7 +6,7 @@
 -- model.safetensors.index.json) and, for text, tokenizer.json; e.g. a snapshot directory of
 -- state-spaces/mamba-130m-hf under ~/.cache/huggingface/hub/models--state-spaces--mamba-130m-hf/
 -- snapshots/<hash>/. Supported: MambaForCausalLM, Mamba2ForCausalLM (one group), LlamaForCausalLM,
--- MixtralForCausalLM, in F32, F16 or BF16 (computed in float32). Without a DIR this runs on the tiny
+-- MixtralForCausalLM, JambaForCausalLM, in F32, F16 or BF16 (computed in float32). Without a DIR this runs on the tiny
 -- random Mamba the tests use (tests/fixtures/hf/mamba), which has no tokenizer: ids only.
 local pf = pf or require "postformer"
 local dir = arg and arg[1] or "tests/fixtures/hf/mamba"

@@ -327,18 +327,102 @@ local function mamba2(cfg, arch)
            tie = cfg.tie_word_embeddings == true }
 end
 
+-- Jamba (HF JambaForCausalLM): decoder layer i is attention when i % attn_layer_period ==
+-- attn_layer_offset, else Mamba; its feed-forward is a mixture of experts when i % expert_layer_period
+-- == expert_layer_offset (and num_experts > 1), else an MLP. Each decoder layer is two postformer
+-- blocks, x + mixer(input_layernorm(x)), then x + ffn(pre_ff_layernorm(x)). Its attention has no
+-- positional embedding (rope = false); its Mamba normalises dt_low, B and C (inner_norm, eps =
+-- rms_norm_eps); its router is softmax then top-k without renormalising (renorm = false). Defaults
+-- are JambaConfig's, for keys a config.json leaves out.
+local function jamba(cfg, arch)
+  local C_, H = need(cfg, "hidden_size", arch), need(cfg, "num_attention_heads", arch)
+  local kv = cfg.num_key_value_heads or 8
+  local function opt(key, default)
+    local v = cfg[key]
+    if v == nil or v == C.json_null then return default end
+    return v
+  end
+  if cfg.head_dim and cfg.head_dim ~= C_ // H then
+    error(fmt("pf.load_hf: %s: head_dim %d differs from hidden_size / num_attention_heads = %d (not supported)",
+      arch, cfg.head_dim, C_ // H), 0)
+  end
+  if opt("hidden_act", "silu") ~= "silu" then
+    error(fmt("pf.load_hf: %s: hidden_act %s is not supported (silu)", arch, tostring(cfg.hidden_act)), 0)
+  end
+  if opt("sliding_window", nil) ~= nil then
+    error(fmt("pf.load_hf: %s: sliding_window is not supported yet", arch), 0)
+  end
+  if opt("mamba_proj_bias", false) then
+    error(fmt("pf.load_hf: %s: in_proj/out_proj biases (mamba_proj_bias) are not supported", arch), 0)
+  end
+  if opt("mamba_conv_bias", true) == false then
+    error(fmt("pf.load_hf: %s: a conv1d without bias (mamba_conv_bias = false) is not supported", arch), 0)
+  end
+  local attn_period, attn_offset = opt("attn_layer_period", 8), opt("attn_layer_offset", 4)
+  local expert_period, expert_offset = opt("expert_layer_period", 2), opt("expert_layer_offset", 1)
+  for _, po in ipairs { { "attn", attn_period, attn_offset }, { "expert", expert_period, expert_offset } } do
+    if math.type(po[2]) ~= "integer" or math.type(po[3]) ~= "integer" or po[2] < 1 or po[3] < 0 or po[3] >= po[2] then
+      error(fmt("pf.load_hf: %s: %s_layer_offset (%s) must be an integer in [0, %s_layer_period (%s))", arch, po[1],
+        tostring(po[3]), po[1], tostring(po[2])), 0)
+    end
+  end
+  local R = opt("mamba_dt_rank", "auto")
+  if R == "auto" then R = (C_ + 15) // 16 end
+  local eps = opt("rms_norm_eps", 1e-6)
+  local E, F = opt("num_experts", 16), need(cfg, "intermediate_size", arch)
+  local layers, map = {}, {}
+  for i = 0, need(cfg, "num_hidden_layers", arch) - 1 do
+    local a, f = 2 * i, 2 * i + 1
+    local hp = "model.layers." .. i .. "."
+    local ap, fp = "layers." .. a .. ".", "layers." .. f .. "."
+    map[ap .. "norm.weight"] = hp .. "input_layernorm.weight"
+    if i % attn_period == attn_offset then
+      layers[#layers + 1] = pf.attention { heads = H, kv_heads = kv, rope = false }
+      for _, p in ipairs { "q_proj", "k_proj", "v_proj", "o_proj" } do
+        map[ap .. "mixer." .. p .. ".weight"] = hp .. "self_attn." .. p .. ".weight"
+      end
+    else
+      layers[#layers + 1] = pf.mamba { state = opt("mamba_d_state", 16), expand = opt("mamba_expand", 2),
+        conv = opt("mamba_d_conv", 4), dt_rank = R, inner_norm = true, norm_eps = eps }
+      for _, p in ipairs { "in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_layernorm.weight",
+        "b_layernorm.weight", "c_layernorm.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D",
+        "out_proj.weight" } do
+        map[ap .. "mixer." .. p] = hp .. "mamba." .. p
+      end
+    end
+    map[fp .. "norm.weight"] = hp .. "pre_ff_layernorm.weight"
+    if E > 1 and i % expert_period == expert_offset then
+      layers[#layers + 1] = pf.moe { experts = E, top_k = opt("num_experts_per_tok", 2), hidden = F, act = "swiglu",
+        router = "topk", renorm = false, aux = opt("router_aux_loss_coef", 0.001), zloss = 0, jitter = 0 }
+      map[fp .. "mixer.gate.weight"] = hp .. "feed_forward.router.weight"
+      for e = 0, E - 1 do
+        for ours, theirs in pairs { w1 = "gate_proj", w3 = "up_proj", w2 = "down_proj" } do
+          map[fp .. "mixer.experts." .. e .. "." .. ours .. ".weight"] =
+            hp .. "feed_forward.experts." .. e .. "." .. theirs .. ".weight"
+        end
+      end
+    else
+      layers[#layers + 1] = pf.mlp { hidden = F, act = "swiglu" }
+      for _, p in ipairs { "gate_proj", "up_proj", "down_proj" } do
+        map[fp .. "mixer." .. p .. ".weight"] = hp .. "feed_forward." .. p .. ".weight"
+      end
+    end
+  end
+  map["embed.weight"] = "model.embed_tokens.weight"
+  map["norm.weight"] = "model.final_layernorm.weight"
+  map["head.weight"] = "lm_head.weight"
+  return { layers = layers, map = map, norm_eps = eps, tie = cfg.tie_word_embeddings == true }
+end
+
 local ARCHS = {
   LlamaForCausalLM = function(cfg, arch) return transformer(cfg, arch, false) end,
   MixtralForCausalLM = function(cfg, arch) return transformer(cfg, arch, true) end,
   MambaForCausalLM = mamba,
   Mamba2ForCausalLM = mamba2,
+  JambaForCausalLM = jamba,
 }
 local MODEL_TYPES = { llama = "LlamaForCausalLM", mixtral = "MixtralForCausalLM", mamba = "MambaForCausalLM",
-                      mamba2 = "Mamba2ForCausalLM" }
-local NOT_YET = {
-  JambaForCausalLM = "Jamba's Mamba layers normalise dt, B and C with their own RMSNorms (dt_layernorm, "
-    .. "b_layernorm, c_layernorm), which postformer's mamba layer does not have",
-}
+                      mamba2 = "Mamba2ForCausalLM", jamba = "JambaForCausalLM" }
 
 -- pf.load_hf(dir, {device}): a Hugging Face checkpoint directory (config.json, model.safetensors or
 -- shards) as a postformer model; with tokenizer.json there, m.tokenizer (or m.tokenizer_error)
@@ -353,7 +437,6 @@ function pf.load_hf(dir, opts)
   end)
   if type(cfg) ~= "table" then error(what .. ": " .. dir .. "/config.json is not a JSON object", 2) end
   local arch = type(cfg.architectures) == "table" and cfg.architectures[1] or MODEL_TYPES[cfg.model_type]
-  if NOT_YET[arch] then error(fmt("%s: %s is not supported yet: %s", what, arch, NOT_YET[arch]), 2) end
   local build = ARCHS[arch]
   if not build then
     local known = {}

@@ -14,11 +14,16 @@
 typedef struct ssm_block {
     int selective;              /* 1: mamba, 0: s4d */
     int C, E, N, K, R;          /* R: dt_rank (mamba only) */
+    int inner_norm;             /* mamba's inner_norm: RMSNorm of dt_low, B and C (Jamba) */
+    float norm_eps;             /* their epsilon */
     /* parameters (views bound by the model) and their gradients */
     float *w_in, *dw_in;        /* (2E, C) in_proj.weight: rows [0, E) give x, [E, 2E) give z */
     float *conv_w, *dconv_w;    /* (E, 1, K) conv1d.weight */
     float *conv_b, *dconv_b;    /* (E) conv1d.bias */
     float *w_x, *dw_x;          /* (R + 2N, E) x_proj.weight -> [dt_low | B | C] (mamba) */
+    float *w_ndt, *dw_ndt;      /* (R) dt_layernorm.weight (inner_norm) */
+    float *w_nb, *dw_nb;        /* (N) b_layernorm.weight (inner_norm) */
+    float *w_nc, *dw_nc;        /* (N) c_layernorm.weight (inner_norm) */
     float *w_dt, *dw_dt;        /* (E, R) dt_proj.weight (mamba) */
     float *b_dt, *db_dt;        /* (E) dt_proj.bias (mamba) */
     float *log_dt, *dlog_dt;    /* (E) Δ = exp(log_dt) (s4d) */
@@ -32,7 +37,10 @@ typedef struct ssm_block {
     float *xin;                 /* (rows, E) the x half of in_proj */
     float *xpre;                /* (rows, E) conv1d output, before SiLU */
     float *xc;                  /* (rows, E) SiLU(conv1d(x)): the scan's input */
-    float *xdbl;                /* (rows, R + 2N) x_proj output [dt_low | B | C] (mamba) */
+    float *xdbl;                /* (rows, R + 2N) x_proj output [dt_low | B | C] (mamba); with
+                                   inner_norm as three blocks: dt_low (rows, R), B (rows, N), C (rows, N) */
+    float *xn;                  /* inner_norm: the three blocks of xdbl normalised, as the scan reads them */
+    float *rstd;                /* inner_norm: (3, rows) 1/rms of each row of the three blocks */
     float *dtr;                 /* (rows, E) dt_proj output before bias and softplus (mamba) */
     float *zy;                  /* (rows, 2E) [z | y]: the gate's input, y from the scan */
     float *yg;                  /* (rows, E) SiLU(z) * y */

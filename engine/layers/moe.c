@@ -11,7 +11,8 @@
  *
  * Routers (logits z = x Wg^T, p = softmax(z)):
  *   topk           each token picks its k most probable experts (ties: lower id), gates
- *                  p_e / sum of the k chosen p (Mixtral);
+ *                  p_e / sum of the k chosen p (Mixtral), or with renorm = false p_e itself, the
+ *                  softmax over all E experts (Jamba; the gates then sum to at most 1);
  *   switch         top-1, gate p_e unrenormalised (Switch Transformer); top_k must be 1 or unset;
  *   expert_choice  each expert takes the c tokens with the largest p[:, e] (ties: lower token index),
  *                  gate p[t, e]; c = floor(cf * N * k / E) clamped to [1, N], cf = capacity or 1 when
@@ -57,6 +58,9 @@ static const pf_option moe_options[] = {
     {"act", PF_OPT_CHOICE, ACT_SWIGLU, 0, 1, "gelu|swiglu", "expert activation (default swiglu)"},
     {"router", PF_OPT_CHOICE, ROUTER_TOPK, 0, 2, "topk|switch|expert_choice",
      "routing (default topk: Mixtral top-k renormalised)"},
+    {"renorm", PF_OPT_BOOL, 1, 0, 1, NULL,
+     "topk: gates divided by the sum of the k chosen probabilities (default true); false: the "
+     "probabilities themselves (Jamba)"},
     {"aux", PF_OPT_NUMBER, 0.01, 0, 100, NULL, "weight of the load-balancing loss (default 0.01)"},
     {"zloss", PF_OPT_NUMBER, 0.001, 0, 100, NULL, "weight of the router z-loss (default 0.001)"},
     {"capacity", PF_OPT_NUMBER, 0, 0, 64, NULL,
@@ -96,6 +100,7 @@ typedef struct expert {
 
 typedef struct moe {
     int E, k, K, F, H, S, act, router;   /* K: slots per token of the last run */
+    int renorm;             /* topk gates renormalised over the k chosen (the renorm option) */
     float aux, zloss, capacity, jitter;
     float *wg, *dwg;        /* gate.weight (E, C) */
     expert *experts;        /* (E) */
@@ -188,6 +193,10 @@ static int moe_create(pf_layer *l)
     m->k = pf_config_int(&l->cfg, "top_k");
     m->act = pf_config_int(&l->cfg, "act");
     m->router = pf_config_int(&l->cfg, "router");
+    m->renorm = m->router == ROUTER_TOPK && pf_config_int(&l->cfg, "renorm");
+    if (m->router != ROUTER_TOPK && pf_config_is_set(&l->cfg, "renorm"))
+        return pf_error("moe: option 'renorm' applies to router \"topk\" only (switch and expert_choice "
+                        "gates are the probabilities themselves)");
     m->aux = (float)pf_config_get(&l->cfg, "aux");
     m->zloss = (float)pf_config_get(&l->cfg, "zloss");
     m->capacity = (float)pf_config_get(&l->cfg, "capacity");
@@ -337,7 +346,7 @@ static int run(pf_layer *l, float *out, const float *in, int N, int stepping)
     int C = l->dim, E = m->E, F = m->F, H = m->H;
     int ec = m->router == ROUTER_EXPERT_CHOICE && !stepping;
     int K = ec ? E : m->k;
-    int renorm = m->router == ROUTER_TOPK;
+    int renorm = m->renorm;
     int c = ec ? ec_capacity(m, N) : 0;
     size_t Rmax = ec ? (size_t)E * c : (size_t)N * K;
     size_t NC = (size_t)N * C;
@@ -443,7 +452,7 @@ static int moe_backward(pf_layer *l, float *din, const float *dout, const float 
     for (int e = 0; e < E; e++) m->aux_grad_h[e] = (float)(m->aux * E * m->load[e] / N);
     be->upload(m->aux_grad, m->aux_grad_h, (size_t)E * sizeof(float));
     be->moe_router_backward(m->dlogits, m->probs, m->lse, m->ec_layout ? NULL : m->idx, m->w, m->dw,
-                            m->aux_grad, 2.0f * m->zloss / N, N, E, K, m->router == ROUTER_TOPK);
+                            m->aux_grad, 2.0f * m->zloss / N, N, E, K, m->renorm);
     const float *rin = m->jittered ? m->xr : in;
     be->gemm(1, 0, E, C, N, 1.0f, m->dlogits, E, rin, C, 1.0f, m->dwg, C);
     if (m->jittered) {

@@ -104,12 +104,12 @@ static void test_lists_cover_the_code(void **state)
     (void)state;
     static const char *const runs[][2] = {
         {"mlp", "act=swiglu"}, {"mlp", "act=gelu"},
-        {"attention", "kv_heads=2 window=9 tile=8"},
-        {"mamba", ""}, {"s4d", ""}, {"mamba2", "head_dim=8 chunk=16"},
+        {"attention", "kv_heads=2 window=9 tile=8"}, {"attention", "rope=false"},
+        {"mamba", ""}, {"mamba", "inner_norm=true dt_rank=3"}, {"s4d", ""}, {"mamba2", "head_dim=8 chunk=16"},
         {"retention", "form=chunkwise chunk=16"}, {"retention", "form=recurrent"}, {"retention", "form=parallel"},
         {"linear_attention", ""}, {"gla", ""},
         {"moe", "experts=4 top_k=2 jitter=0.1 capacity=1.5 shared=1"}, {"moe", "router=switch act=gelu"},
-        {"moe", "router=expert_choice experts=4"},
+        {"moe", "router=expert_choice experts=4"}, {"moe", "experts=4 top_k=2 renorm=false"},
     };
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) run_trimmed(runs[i][0], runs[i][1]);
 }

@@ -111,6 +111,7 @@ typedef struct ref_cfg {
     int router;          /* 0 topk, 1 switch, 2 expert choice */
     int c;               /* expert choice: tokens per expert */
     const int *keep;     /* (N, k) token choice: 0 where the slot is dropped; NULL: all kept */
+    int plain;           /* topk with renorm=false: gates are p itself, not p / (sum of the chosen) */
 } ref_cfg;
 
 /* router probabilities p (N, E) in double */
@@ -171,7 +172,7 @@ static void ref_forward(pf_layer *l, const ref_cfg *r, const float *x, int N, do
             }
             for (int j = 0; j < k; j++) {
                 if (r->keep && !r->keep[t * k + j]) continue;
-                double g = r->router == 1 ? pt[chosen[j]] : pt[chosen[j]] / kept;
+                double g = r->router == 1 || r->plain ? pt[chosen[j]] : pt[chosen[j]] / kept;
                 snprintf(prefix, sizeof prefix, "experts.%d", chosen[j]);
                 ref_expert(l, prefix, r->F, xt, g, ot);
             }
@@ -218,14 +219,17 @@ static void forward_matches(const char *spec, ref_cfg r, int C)
 static void test_forward_reference(void **state)
 {
     (void)state;
-    forward_matches("experts=4 top_k=2 hidden=16", (ref_cfg){4, 2, 16, 0, 0, 0, NULL}, 16);
-    forward_matches("experts=6 top_k=3 hidden=16 shared=1", (ref_cfg){6, 3, 16, 1, 0, 0, NULL}, 16);
-    forward_matches("experts=4 router=switch hidden=16", (ref_cfg){4, 1, 16, 0, 1, 0, NULL}, 16);
-    forward_matches("experts=4 top_k=2 act=gelu hidden=20 shared=1", (ref_cfg){4, 2, 20, 1, 0, 0, NULL}, 16);
+    forward_matches("experts=4 top_k=2 hidden=16", (ref_cfg){4, 2, 16, 0, 0, 0, NULL, 0}, 16);
+    forward_matches("experts=6 top_k=3 hidden=16 shared=1", (ref_cfg){6, 3, 16, 1, 0, 0, NULL, 0}, 16);
+    /* top-k without renormalisation (Jamba): the gates are the softmax probabilities */
+    forward_matches("experts=4 top_k=2 hidden=16 renorm=false", (ref_cfg){4, 2, 16, 0, 0, 0, NULL, 1}, 16);
+    forward_matches("experts=6 top_k=3 hidden=16 shared=1 renorm=false", (ref_cfg){6, 3, 16, 1, 0, 0, NULL, 1}, 16);
+    forward_matches("experts=4 router=switch hidden=16", (ref_cfg){4, 1, 16, 0, 1, 0, NULL, 0}, 16);
+    forward_matches("experts=4 top_k=2 act=gelu hidden=20 shared=1", (ref_cfg){4, 2, 20, 1, 0, 0, NULL, 0}, 16);
     /* expert choice: c = floor(1 * 24 * 2 / 4) = 12, and with capacity 0.5: 6 */
-    forward_matches("experts=4 top_k=2 hidden=16 router=expert_choice", (ref_cfg){4, 2, 16, 0, 2, 12, NULL}, 16);
+    forward_matches("experts=4 top_k=2 hidden=16 router=expert_choice", (ref_cfg){4, 2, 16, 0, 2, 12, NULL, 0}, 16);
     forward_matches("experts=4 top_k=2 hidden=16 router=expert_choice capacity=0.5",
-                    (ref_cfg){4, 2, 16, 0, 2, 6, NULL}, 16);
+                    (ref_cfg){4, 2, 16, 0, 2, 6, NULL, 0}, 16);
 }
 
 /* ---- gradients -------------------------------------------------------------------------------- */
@@ -289,6 +293,8 @@ static void test_gradients_topk(void **state)
     (void)state;
     gradients("experts=4 top_k=2 hidden=16", 2, 0, 0);
     gradients("experts=4 top_k=2 hidden=16 aux=1 zloss=0.1", 2, 0, 0);
+    gradients("experts=4 top_k=2 hidden=16 renorm=false", 2, 0, 0);
+    gradients("experts=4 top_k=2 hidden=16 renorm=false aux=1 zloss=0.1", 2, 0, 0);
 }
 
 static void test_gradients_switch(void **state)
@@ -392,6 +398,7 @@ static void test_step_matches_forward(void **state)
     step_matches("experts=4 top_k=2");
     step_matches("experts=6 top_k=2 shared=1 hidden=24");
     step_matches("experts=4 router=switch");
+    step_matches("experts=4 top_k=2 renorm=false");
     step_matches("experts=4 top_k=2 act=gelu hidden=32");
 }
 
@@ -505,7 +512,7 @@ static void test_capacity_switch_token_order(void **state)
     reinit(l, 0.5, 0.3, 5);
     identity_router(l, E);
     forward(l, out, x, 1, N);
-    ref_forward(l, &(ref_cfg){E, 1, 8, 0, 1, 0, keep}, x, N, ref);
+    ref_forward(l, &(ref_cfg){E, 1, 8, 0, 1, 0, keep, 0}, x, N, ref);
     for (int t = 0; t < N; t++) {
         double norm = 0;
         for (int c = 0; c < C; c++) norm += fabs(out[(size_t)t * C + c]);
@@ -541,14 +548,14 @@ static void test_capacity_topk_priority_order(void **state)
     reinit(l, 0.5, 0.3, 5);
     identity_router(l, E);
     forward(l, out, x, 1, N);
-    ref_forward(l, &(ref_cfg){E, 2, 8, 0, 0, 0, keep}, x, N, ref);
+    ref_forward(l, &(ref_cfg){E, 2, 8, 0, 0, 0, keep, 0}, x, N, ref);
     double err = max_rel(out, ref, (size_t)N * C);
     printf("#   top-2 with capacity 2 per expert: max rel diff to the expected drops %.2e, drop_rate %.4f\n",
            err, probe1(l, "drop_rate"));
     assert_true(err < 1e-5);
     /* and not what the all-kept output would be */
     double *full = malloc((size_t)N * C * sizeof *full);
-    ref_forward(l, &(ref_cfg){E, 2, 8, 0, 0, 0, NULL}, x, N, full);
+    ref_forward(l, &(ref_cfg){E, 2, 8, 0, 0, 0, NULL, 0}, x, N, full);
     assert_true(max_rel(out, full, (size_t)N * C) > 1e-2);
     assert_true(fabs(probe1(l, "drop_rate") - 3.0 / 8) < 1e-7);
     pf_tensor *topk = probe(l, "topk");
@@ -564,7 +571,7 @@ static void test_capacity_topk_priority_order(void **state)
     /* a single stepped token is never dropped: step t3 alone gives both its experts */
     float *o1 = malloc((size_t)C * sizeof *o1);
     if (l->kind->step(l, o1, x + 3 * C) < 0) fail_msg("step: %s", pf_error_message());
-    ref_forward(l, &(ref_cfg){E, 2, 8, 0, 0, 0, NULL}, x + 3 * C, 1, full);
+    ref_forward(l, &(ref_cfg){E, 2, 8, 0, 0, 0, NULL, 0}, x + 3 * C, 1, full);
     assert_true(max_rel(o1, full, (size_t)C) < 1e-5);
     free(o1);
     free(full);
@@ -591,7 +598,7 @@ static void test_expert_choice_equal_load(void **state)
         check_fill_normal(x, (size_t)N * C, 1.0, 12);
         forward(l, out, x, B, T);
         /* the reference gives every expert exactly its c best tokens */
-        ref_forward(l, &(ref_cfg){E, 2, 8, 0, 2, cs[i], NULL}, x, N, ref);
+        ref_forward(l, &(ref_cfg){E, 2, 8, 0, 2, cs[i], NULL, 0}, x, N, ref);
         double err = max_rel(out, ref, (size_t)N * C);
         pf_tensor *load = probe(l, "load");
         for (int e = 0; e < E; e++) assert_true(load->data[e] == 0.25f);
@@ -910,6 +917,13 @@ static void test_options_and_names(void **state)
     cfg = check_config(&pf_layer_moe, "experts=4 router=switch top_k=2");
     assert_null(pf_layer_create(&pf_layer_moe, &cfg, 16, &pf_backend_cpu, 1));
     assert_non_null(strstr(pf_error_message(), "switch"));
+    /* renorm belongs to topk: given with another router it is an error, even when it agrees */
+    for (int i = 0; i < 2; i++) {
+        cfg = check_config(&pf_layer_moe,
+                           i ? "experts=4 router=expert_choice renorm=true" : "experts=4 router=switch renorm=false");
+        assert_null(pf_layer_create(&pf_layer_moe, &cfg, 16, &pf_backend_cpu, 1));
+        assert_non_null(strstr(pf_error_message(), "option 'renorm' applies to router \"topk\" only"));
+    }
     pf_config_init(&cfg, pf_layer_moe.options, pf_layer_moe.n_options);
     assert_int_equal(pf_config_set_string(&cfg, "moe", "router", "hash"), -1);
     assert_non_null(strstr(pf_error_message(), "topk|switch|expert_choice"));

@@ -2,7 +2,7 @@
 """Reference fixtures for pf.load_hf and pf.tokenizer, made with the transformers and tokenizers
 libraries (run where they are installed: the GPU machine; it runs on the CPU there).
 
-    python3 tests/ref/make_hf_fixtures.py OUTDIR
+    python3 tests/ref/make_hf_fixtures.py OUTDIR [NAME ...]
 
 writes OUTDIR/hf/<arch>/ for arch in llama, mixtral (sharded), mamba, mamba2, jamba: a tiny randomly
 initialised model saved with save_pretrained (config.json, model.safetensors or shards with
@@ -13,8 +13,17 @@ byte-level BPE tokenizer.json trained here on a text this script makes, and expe
 test string: its bytes, the tokenizers library's pre-tokenized pieces, ids and decode).
 
 Norm weights are perturbed away from 1 (1 + 0.1 N(0,1)) so that a norm loaded into the wrong slot
-shows. Every architecture is made under its own try: one that this transformers version lacks is
-reported in OUTDIR/hf/log.txt and skipped.
+shows (Jamba's dt_layernorm, b_layernorm and c_layernorm inside its Mamba layers too). Every
+architecture is made under its own try: one that this transformers version lacks is reported in
+OUTDIR/hf/log.txt and skipped.
+
+NAMEs (llama, mixtral, mamba, mamba2, jamba, tokenizer) make only those, leaving the other
+directories under OUTDIR/hf/ as they are, and append to log.txt instead of rewriting it:
+
+    python3 tests/ref/make_hf_fixtures.py tests/fixtures jamba
+
+Jamba: four decoder layers, mamba+mlp, mamba+moe, attention+mlp, mamba+moe (attn_layer_period 4,
+offset 2; expert_layer_period 2, offset 1), use_mamba_kernels=False (the reference path in torch).
 """
 import json
 import os
@@ -24,10 +33,15 @@ import traceback
 
 import torch
 
+NAMES = ("llama", "mixtral", "mamba", "mamba2", "jamba", "tokenizer")
 OUT = sys.argv[1] if len(sys.argv) > 1 else "out"
+WANT = sys.argv[2:] or list(NAMES)
+for _name in WANT:
+    if _name not in NAMES:
+        sys.exit("make_hf_fixtures.py: unknown name %r (known: %s)" % (_name, ", ".join(NAMES)))
 ROOT = os.path.join(OUT, "hf")
 os.makedirs(ROOT, exist_ok=True)
-LOG = open(os.path.join(ROOT, "log.txt"), "w")
+LOG = open(os.path.join(ROOT, "log.txt"), "a" if sys.argv[2:] else "w")
 VOCAB = 128
 TOKENS = [1, 17, 42, 5, 99, 3, 64, 127, 8, 23, 0, 77, 15, 31, 2, 90]
 PROMPT = 6
@@ -132,61 +146,71 @@ def make(name, build, shard=None, router=False):
         log(traceback.format_exc())
 
 
-def main():
-    import transformers
-    log("torch", torch.__version__, "transformers", transformers.__version__)
-    torch.set_num_threads(4)
+def make_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
-
     make("llama", lambda: LlamaForCausalLM(LlamaConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
         rms_norm_eps=1e-6, rope_theta=500.0, tie_word_embeddings=False, initializer_range=0.1,
         attn_implementation="eager")))
-    try:
-        from transformers import MixtralConfig, MixtralForCausalLM
-        make("mixtral", lambda: MixtralForCausalLM(MixtralConfig(
-            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
-            max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=1e6, sliding_window=None,
-            tie_word_embeddings=False, initializer_range=0.1, attn_implementation="eager")),
-            shard="40KB", router=True)
-    except Exception:
-        log("FAILED mixtral import", traceback.format_exc())
-    try:
-        from transformers import MambaConfig, MambaForCausalLM
-        make("mamba", lambda: MambaForCausalLM(MambaConfig(
-            vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2,
-            conv_kernel=4, time_step_rank="auto", use_bias=False, use_conv_bias=True,
-            layer_norm_epsilon=1e-5, residual_in_fp32=True, tie_word_embeddings=True,
-            use_mambapy=False)))
-    except Exception:
-        log("FAILED mamba import", traceback.format_exc())
-    try:
-        from transformers import Mamba2Config, Mamba2ForCausalLM
-        make("mamba2", lambda: Mamba2ForCausalLM(Mamba2Config(
-            vocab_size=VOCAB, hidden_size=32, state_size=16, num_hidden_layers=2, expand=2,
-            head_dim=16, num_heads=4, n_groups=1, conv_kernel=4, chunk_size=8, use_bias=False,
-            use_conv_bias=True, layer_norm_epsilon=1e-5, residual_in_fp32=True,
-            tie_word_embeddings=False, rms_norm=True, norm_before_gate=False)))
-    except Exception:
-        log("FAILED mamba2 import", traceback.format_exc())
-    try:
-        from transformers import JambaConfig, JambaForCausalLM
-        make("jamba", lambda: JambaForCausalLM(JambaConfig(
-            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
-            expert_layer_period=2, expert_layer_offset=1, attn_layer_period=4, attn_layer_offset=2,
-            use_mamba_kernels=False, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2,
-            mamba_dt_rank=4, mamba_conv_bias=True, mamba_proj_bias=False, rms_norm_eps=1e-6,
-            tie_word_embeddings=False, initializer_range=0.1, attn_implementation="eager")),
-            router=True)
-    except Exception:
-        log("FAILED jamba import", traceback.format_exc())
-    try:
-        make_tokenizer()
-    except Exception:
-        log("FAILED tokenizer", traceback.format_exc())
+
+
+def make_mixtral():
+    from transformers import MixtralConfig, MixtralForCausalLM
+    make("mixtral", lambda: MixtralForCausalLM(MixtralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=1e6, sliding_window=None,
+        tie_word_embeddings=False, initializer_range=0.1, attn_implementation="eager")),
+        shard="40KB", router=True)
+
+
+def make_mamba():
+    from transformers import MambaConfig, MambaForCausalLM
+    make("mamba", lambda: MambaForCausalLM(MambaConfig(
+        vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2,
+        conv_kernel=4, time_step_rank="auto", use_bias=False, use_conv_bias=True,
+        layer_norm_epsilon=1e-5, residual_in_fp32=True, tie_word_embeddings=True,
+        use_mambapy=False)))
+
+
+def make_mamba2():
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+    make("mamba2", lambda: Mamba2ForCausalLM(Mamba2Config(
+        vocab_size=VOCAB, hidden_size=32, state_size=16, num_hidden_layers=2, expand=2,
+        head_dim=16, num_heads=4, n_groups=1, conv_kernel=4, chunk_size=8, use_bias=False,
+        use_conv_bias=True, layer_norm_epsilon=1e-5, residual_in_fp32=True,
+        tie_word_embeddings=False, rms_norm=True, norm_before_gate=False)))
+
+
+def make_jamba():
+    from transformers import JambaConfig, JambaForCausalLM
+    make("jamba", lambda: JambaForCausalLM(JambaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+        expert_layer_period=2, expert_layer_offset=1, attn_layer_period=4, attn_layer_offset=2,
+        use_mamba_kernels=False, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2,
+        mamba_dt_rank=4, mamba_conv_bias=True, mamba_proj_bias=False, rms_norm_eps=1e-6,
+        tie_word_embeddings=False, initializer_range=0.1, attn_implementation="eager")),
+        router=True)
+
+
+MAKERS = {"llama": make_llama, "mixtral": make_mixtral, "mamba": make_mamba, "mamba2": make_mamba2,
+          "jamba": make_jamba}
+
+
+def main():
+    import transformers
+    log("torch", torch.__version__, "transformers", transformers.__version__, "making", " ".join(WANT))
+    torch.set_num_threads(4)
+    for name in WANT:
+        try:
+            if name == "tokenizer":
+                make_tokenizer()
+            else:
+                MAKERS[name]()  # each seeds torch itself: the same model whichever others are made
+        except Exception:
+            log("FAILED", name, "import" if name != "tokenizer" else "", traceback.format_exc())
 
 
 # ---- tokenizer --------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ local function model(norm, tie)
     pf.mamba { state = 4 }, pf.attention { heads = 2, rope_theta = 500 },
     pf.repeated { n = 2, shared = true, layers = { pf.mlp { hidden = 24 }, pf.moe { experts = 4, top_k = 2, hidden = 16 } } },
     pf.mamba2 { state = 8, head_dim = 8, chunk = 4 }, pf.retention { heads = 2 }, pf.s4d { state = 4 },
+    pf.mamba { state = 4, dt_rank = 2, inner_norm = true, norm_eps = 1e-5 }, pf.attention { heads = 2, rope = false },
+    pf.moe { experts = 4, top_k = 2, hidden = 16, renorm = false },
   } }
 end
 
@@ -112,9 +114,21 @@ describe("pf.load_hf", function()
   it("names unknown and unsupported architectures", function()
     local err = error_of(pf.load_hf, hf_dir("gpt2", '{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}'))
     assert.truthy(err:find("architecture GPT2LMHeadModel", 1, true))
-    assert.truthy(err:find("supported: LlamaForCausalLM", 1, true))
-    err = error_of(pf.load_hf, "tests/fixtures/hf/jamba")
-    assert.truthy(err:find("JambaForCausalLM is not supported yet", 1, true))
+    assert.truthy(err:find("supported: JambaForCausalLM, LlamaForCausalLM", 1, true), err)
+    -- Jamba variants postformer's layers do not have, each named
+    local jamba_config = io.open("tests/fixtures/hf/jamba/config.json"):read("a")
+    for i, case in ipairs {
+      { '"mamba_proj_bias": false', '"mamba_proj_bias": true', "in_proj/out_proj biases (mamba_proj_bias)" },
+      { '"mamba_conv_bias": true', '"mamba_conv_bias": false', "a conv1d without bias (mamba_conv_bias = false)" },
+      { '"hidden_act": "silu"', '"hidden_act": "gelu"', "hidden_act gelu is not supported" },
+      { '"attn_layer_offset": 2', '"attn_layer_offset": 4', "attn_layer_offset (4) must be an integer in [0, attn_layer_period (4))" },
+      { '"max_position_embeddings"', '"sliding_window": 64, "max_position_embeddings"', "sliding_window is not supported" },
+    } do
+      local text, n = jamba_config:gsub(case[1]:gsub("%p", "%%%0"), (case[2]:gsub("%%", "%%%%")))
+      assert.equal(1, n, case[1])
+      err = error_of(pf.load_hf, hf_dir("jamba_" .. i, text))
+      assert.truthy(err and err:find("JambaForCausalLM: " .. case[3], 1, true), err)
+    end
     assert.truthy(error_of(pf.load_hf, path("nowhere")):find("config.json", 1, true))
     assert.truthy(error_of(pf.load_hf, hf_dir("noweights", llama_config)):find("neither model.safetensors", 1, true))
   end)

@@ -1,8 +1,9 @@
 -- pf.load_hf against the transformers library: tiny randomly initialised Llama, Mixtral (sharded),
--- Mamba and Mamba-2 models and their logits, greedy continuations and router logits, made by
+-- Mamba, Mamba-2 and Jamba models and their logits, greedy continuations and router logits, made by
 -- tests/ref/make_hf_fixtures.py (transformers 5.17, torch 2.11, float32, on the CPU) into
 -- tests/fixtures/hf/<arch>/. Logits must match to a max relative difference of 1e-4, forward and
--- stepped token by token, and the greedy continuation must be the same.
+-- stepped token by token, and the greedy continuation must be the same. A fixture that is missing
+-- is an error (dofile), never a skip.
 local pf = require "postformer"
 
 -- max |a - b| over max |b|
@@ -28,8 +29,10 @@ end
 for _, case in ipairs {
   { "llama", "LlamaForCausalLM", 4 }, { "mixtral", "MixtralForCausalLM", 4 },
   { "mamba", "MambaForCausalLM", 2 }, { "mamba2", "Mamba2ForCausalLM", 2 },
+  -- 4 decoder layers, two blocks each: mamba mlp | mamba moe | attention mlp | mamba moe
+  { "jamba", "JambaForCausalLM", 8, { "mamba", "mlp", "mamba", "moe", "attention", "mlp", "mamba", "moe" } },
 } do
-  local name, arch, blocks = case[1], case[2], case[3]
+  local name, arch, blocks, kinds = case[1], case[2], case[3], case[4]
   local dir = "tests/fixtures/hf/" .. name
   describe("pf.load_hf " .. name, function()
     local expected = dofile(dir .. "/expected.lua")
@@ -41,6 +44,11 @@ for _, case in ipairs {
       assert.equal(blocks, #m.layers)
       assert.equal(128, m.vocab)
       assert.equal(32, m.dim)
+      if kinds then
+        local got = {}
+        for i, l in ipairs(m.layers) do got[i] = l.kind end
+        assert.same(kinds, got)
+      end
     end)
 
     it("gives the transformers logits for a forward (max rel diff <= 1e-4)", function()

@@ -63,12 +63,13 @@ static int tensor_len(lua_State *L)
 static void push_table(lua_State *L, const pf_tensor *t, int d, const float *data)
 {
     luaL_checkstack(L, 2, "tensor too deep");
+    int ndim = t->ndim < PF_MAX_DIMS ? t->ndim : PF_MAX_DIMS; /* (the bound, said to the compiler) */
     int n = t->shape[d];
     lua_createtable(L, n, 0);
     size_t stride = 1;
-    for (int k = d + 1; k < t->ndim; k++) stride *= (size_t)t->shape[k];
+    for (int k = d + 1; k < ndim; k++) stride *= (size_t)t->shape[k];
     for (int i = 0; i < n; i++) {
-        if (d == t->ndim - 1) lua_pushnumber(L, data[i]);
+        if (d == ndim - 1) lua_pushnumber(L, data[i]);
         else push_table(L, t, d + 1, data + (size_t)i * stride);
         lua_rawseti(L, -2, i + 1);
     }

@@ -120,6 +120,53 @@ void cuda_conv1d_causal_backward(float *dx, int lddx, float *dw, float *dbias, c
 int  cuda_ssm_scan_forward(const pf_ssm_scan *s);
 int  cuda_ssm_scan_backward(const pf_ssm_scan *s, const pf_ssm_scan_grad *g);
 
+/* ssd.cu */
+int  cuda_ssd_forward(float *y, float *states, const float *x, int ldx, const float *dt, int ldt, const float *Bm,
+                      const float *Cm, int ldbc, const float *dt_bias, const float *A_log, const float *D, int Bn,
+                      int T, int H, int P, int N, int Q);
+int  cuda_ssd_backward(float *dx, float *ddt, float *dB, float *dC, float *dhead, const float *dy,
+                       const float *states, const float *x, int ldx, const float *dt, int ldt, const float *Bm,
+                       const float *Cm, int ldbc, const float *dt_bias, const float *A_log, const float *D, int Bn,
+                       int T, int H, int P, int N, int Q);
+void cuda_ssd_step(float *y, float *state, float *delta, float *decay, const float *x, const float *dt,
+                   const float *Bv, const float *Cv, const float *dt_bias, const float *A_log, const float *D, int H,
+                   int P, int N);
+void cuda_rmsnorm_gated_forward(float *out, float *rstd, const float *y, const float *z, int ldz, const float *w,
+                                int rows, int E, float eps);
+void cuda_rmsnorm_gated_backward(float *dy, float *dz, int ldz, float *dw, const float *dout, const float *y,
+                                 const float *z, const float *w, const float *rstd, int rows, int E);
+
+/* retention.cu (gamma is a host pointer, as in pf_backend; the recurrent kernels take dk <= 512) */
+void cuda_retention_split(float *qr, float *kr, float *vh, const float *qkvg, int B, int T, int H, int dk, int dv,
+                          int pos0);
+void cuda_retention_split_backward(float *dqkvg, const float *dqr, const float *dkr, const float *dvh, int B, int T,
+                                   int H, int dk, int dv, int pos0);
+void cuda_retention_chunkwise_forward(float *o, float *states, float *state, const float *qr, const float *kr,
+                                      const float *vh, const float *gamma, int B, int T, int H, int dk, int dv,
+                                      int chunk, float *work);
+void cuda_retention_chunkwise_backward(float *dqr, float *dkr, float *dvh, const float *do_, const float *states,
+                                       const float *qr, const float *kr, const float *vh, const float *gamma,
+                                       int B, int T, int H, int dk, int dv, int chunk, float *work);
+void cuda_retention_recurrent_forward(float *o, float *state, const float *qr, const float *kr, const float *vh,
+                                      const float *gamma, int B, int T, int H, int dk, int dv);
+void cuda_retention_recurrent_backward(float *dqr, float *dkr, float *dvh, const float *do_, const float *qr,
+                                       const float *kr, const float *vh, const float *gamma, int B, int T, int H,
+                                       int dk, int dv, float *work);
+void cuda_retention_norm_gate_forward(float *h, float *mean, float *rstd, const float *o, const float *g, int ldg,
+                                      const float *w, const float *b, int B, int T, int H, int dv, float eps);
+void cuda_retention_norm_gate_backward(float *do_, float *dg, float *dw, float *db, const float *dh, const float *o,
+                                       const float *g, int ldg, const float *w, const float *b, const float *mean,
+                                       const float *rstd, int B, int T, int H, int dv);
+
+/* linear_attention.cu */
+int  cuda_linattn_forward(float *out, float *chunk_states, float *den, float *state, const float *q, const float *k,
+                          const float *v, const float *g, int B, int T, int H, int K, int V, int chunk, float scale,
+                          int normalize, float eps);
+int  cuda_linattn_backward(float *dq, float *dk, float *dv, float *dg, const float *dout, const float *out,
+                           const float *chunk_states, const float *den, const float *q, const float *k,
+                           const float *v, const float *g, int B, int T, int H, int K, int V, int chunk, float scale,
+                           int normalize);
+
 /* moe.cu */
 void cuda_moe_jitter(float *out, float *noise, const float *in, size_t n, float eps, uint64_t seed, uint64_t counter);
 void cuda_moe_route(float *probs, float *lse, int32_t *idx, float *w, const float *logits, int N, int E, int K,

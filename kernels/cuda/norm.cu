@@ -6,14 +6,9 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda.h"
+#include "kernels/cuda/tiles.cuh"
 
 enum { WARPS = 8 };
-
-__device__ __forceinline__ float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 #define ROW_OF_WARP() (blockIdx.x * WARPS + threadIdx.x / 32)
 #define LANE() (threadIdx.x % 32)

@@ -17,6 +17,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/layer.h"
+#include "engine/layers/mamba.h" /* SSM_CHUNK: the scan bench runs the layer's chunk */
 #include "engine/model.h"
 #include "engine/rng.h"
 #include "kernels/kernels.h"
@@ -852,6 +853,155 @@ static void test_ssm(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_scan(&cases[i]);
 }
 
+/* ---- Mamba-2: the SSD chunked scan, its step, the gated RMSNorm ---------------------------------- */
+
+typedef struct ssd_case {
+    int Bn, T, H, P, N, Q;
+} ssd_case;
+
+/* rel over the (rows, cols) block at column off of the host copies of two buffers of leading
+ * dimension ld */
+static double rel_cols(const float *out, const float *ref, long rows, int off, int cols, int ld)
+{
+    return rel_strided(out + off, ref + off, rows, cols, ld);
+}
+
+/* Operands laid out as mamba2.c passes them: xbc (rows, CD) = [x | B | C], CD = E + 2N, so ldx = ldbc
+ * = CD; dt the last H columns of the in_proj output (rows, DIN), DIN = 2E + 2N + H, so ldt = DIN.
+ * Gradients go into the same layouts (dxbc, the dt columns of dzx); outputs are poisoned on the GPU. */
+static void test_ssd_case(const ssd_case *c)
+{
+    int Bn = c->Bn, T = c->T, H = c->H, P = c->P, N = c->N, Q = c->Q;
+    int E = H * P, CD = E + 2 * N, DIN = 2 * E + 2 * N + H, rows = Bn * T, nch = (T + Q - 1) / Q, dto = 2 * E + 2 * N;
+    size_t nx = (size_t)rows * CD, nz = (size_t)rows * DIN, ny = (size_t)rows * E, nst = (size_t)Bn * H * nch * P * N;
+    float *xbc = hrand(nx, 1), *zx = hrand(nz, 1), *dt_bias = hrand(H, 0.5), *A_log = hrand(H, 0.5), *D = hrand(H, 1);
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < H; h++) zx[(size_t)r * DIN + dto + h] -= 1.0f; /* Δ around 0.3 */
+    for (int h = 0; h < H; h++) A_log[h] += 1.0f;
+    float *y = malloc(ny * sizeof(float)), *st = malloc(nst * sizeof(float));
+    float *gx = DEVF(xbc, nx), *gz = DEVF(zx, nz), *gbias = DEVF(dt_bias, H), *gA = DEVF(A_log, H), *gD = DEVF(D, H);
+    float *gy = dev_poison(ny), *gst = dev_poison(nst);
+    char detail[96], d2[112];
+    snprintf(detail, sizeof detail, "Bn%d T%d H%d P%d N%d Q%d", Bn, T, H, P, N, Q);
+    int rc = C->ssd_forward(y, st, xbc, CD, zx + dto, DIN, xbc + E, xbc + E + N, CD, dt_bias, A_log, D, Bn, T, H, P, N, Q);
+    int rg = G->ssd_forward(gy, gst, gx, CD, gz + dto, DIN, gx + E, gx + E + N, CD, gbias, gA, gD, Bn, T, H, P, N, Q);
+    if (rc < 0 || rg < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "ssd_forward", detail, pf_error_message());
+        n_fail++;
+        goto done;
+    }
+    snprintf(d2, sizeof d2, "%s y", detail);
+    report("ssd_forward", d2, rel_dev(gy, y, ny));
+    snprintf(d2, sizeof d2, "%s states", detail);
+    report("ssd_forward", d2, rel_dev(gst, st, nst));
+    {
+        float *dy = hrand(ny, 1), *dxbc = hrand(nx, 1), *dzx = hrand(nz, 1), *dhead = malloc((size_t)Bn * 3 * H * sizeof(float));
+        float *gdy = DEVF(dy, ny), *gdx = dev_poison(nx), *gdz = dev_poison(nz), *gdh = dev_poison((size_t)Bn * 3 * H);
+        rc = C->ssd_backward(dxbc, dzx + dto, dxbc + E, dxbc + E + N, dhead, dy, st, xbc, CD, zx + dto, DIN, xbc + E,
+                             xbc + E + N, CD, dt_bias, A_log, D, Bn, T, H, P, N, Q);
+        rg = G->ssd_backward(gdx, gdz + dto, gdx + E, gdx + E + N, gdh, gdy, gst, gx, CD, gz + dto, DIN, gx + E,
+                             gx + E + N, CD, gbias, gA, gD, Bn, T, H, P, N, Q);
+        if (rc < 0 || rg < 0) {
+            printf("%-22s %-34s FAIL (%s)\n", "ssd_backward", detail, pf_error_message());
+            n_fail++;
+        } else {
+            float *hx = fetch(gdx, nx), *hz = fetch(gdz, nz), *hh = fetch(gdh, (size_t)Bn * 3 * H);
+            static const char *parts[] = {"dx", "dB", "dC"};
+            int offs[] = {0, E, E + N}, widths[] = {E, N, N};
+            for (int i = 0; i < 3; i++) {
+                snprintf(d2, sizeof d2, "%s %s", detail, parts[i]);
+                report("ssd_backward", d2, rel_cols(hx, dxbc, rows, offs[i], widths[i], CD));
+            }
+            snprintf(d2, sizeof d2, "%s ddt", detail);
+            report("ssd_backward", d2, rel_cols(hz, dzx, rows, dto, H, DIN));
+            static const char *heads[] = {"dhead: dt_bias", "dhead: A_log", "dhead: D"};
+            for (int i = 0; i < 3; i++) {
+                snprintf(d2, sizeof d2, "%s %s", detail, heads[i]);
+                report("ssd_backward", d2, rel_cols(hh, dhead, Bn, i * H, H, 3 * H));
+            }
+            /* deterministic: a second run gives the same bits */
+            G->ssd_backward(gdx, gdz + dto, gdx + E, gdx + E + N, gdh, gdy, gst, gx, CD, gz + dto, DIN, gx + E,
+                            gx + E + N, CD, gbias, gA, gD, Bn, T, H, P, N, Q);
+            float *hx2 = fetch(gdx, nx), *hz2 = fetch(gdz, nz), *hh2 = fetch(gdh, (size_t)Bn * 3 * H);
+            report_exact("ssd_backward", "  ... run twice: same bits",
+                         !memcmp(hx, hx2, nx * sizeof(float)) && !memcmp(hz, hz2, nz * sizeof(float)) &&
+                             !memcmp(hh, hh2, (size_t)Bn * 3 * H * sizeof(float)));
+            free(hx), free(hz), free(hh), free(hx2), free(hz2), free(hh2);
+        }
+        free(dy), free(dxbc), free(dzx), free(dhead);
+    }
+done:
+    free(xbc), free(zx), free(dt_bias), free(A_log), free(D), free(y), free(st);
+    dev_free_all();
+}
+
+/* a few steps from a random state */
+static void test_ssd_step(int H, int P, int N)
+{
+    size_t ns = (size_t)H * P * N;
+    float *st = hrand(ns, 1), *x = hrand((size_t)H * P, 1), *dt = hrand(H, 1), *Bv = hrand(N, 1), *Cv = hrand(N, 1);
+    float *dt_bias = hrand(H, 0.5), *A_log = hrand(H, 0.5), *D = hrand(H, 1);
+    float *y = malloc((size_t)H * P * sizeof(float)), *delta = malloc(H * sizeof(float)), *decay = malloc(H * sizeof(float));
+    for (int h = 0; h < H; h++) A_log[h] += 1.0f, dt[h] -= 1.0f;
+    float *gst = DEVF(st, ns), *gx = DEVF(x, H * P), *gdt = DEVF(dt, H), *gB = DEVF(Bv, N), *gC = DEVF(Cv, N);
+    float *gbias = DEVF(dt_bias, H), *gA = DEVF(A_log, H), *gD = DEVF(D, H);
+    float *gy = dev_poison((size_t)H * P), *gdelta = dev_poison(H), *gdecay = dev_poison(H);
+    for (int s = 0; s < 3; s++) {
+        C->ssd_step(y, st, delta, decay, x, dt, Bv, Cv, dt_bias, A_log, D, H, P, N);
+        G->ssd_step(gy, gst, gdelta, gdecay, gx, gdt, gB, gC, gbias, gA, gD, H, P, N);
+    }
+    char detail[64];
+    snprintf(detail, sizeof detail, "H%d P%d N%d, 3 steps", H, P, N);
+    report("ssd_step", detail, fmax(rel_dev(gy, y, (size_t)H * P), rel_dev(gst, st, ns)));
+    report("ssd_step", "  ... delta, decay", fmax(rel_dev(gdelta, delta, H), rel_dev(gdecay, decay, H)));
+    free(st), free(x), free(dt), free(Bv), free(Cv), free(dt_bias), free(A_log), free(D), free(y), free(delta), free(decay);
+    dev_free_all();
+}
+
+/* z strided inside a wider buffer, as the layer's in_proj output */
+static void test_rmsnorm_gated(int rows, int E)
+{
+    int ldz = 2 * E + 11;
+    size_t n = (size_t)rows * E, nz = (size_t)rows * ldz;
+    float *y = hrand(n, 1), *z = hrand(nz, 2), *w = hrand(E, 1), *dout = hrand(n, 1), *dw = hrand(E, 1);
+    float *out = malloc(n * sizeof(float)), *rstd = malloc(rows * sizeof(float));
+    float *dy = malloc(n * sizeof(float)), *dz = hrand(nz, 1);
+    float *gy = DEVF(y, n), *gz = DEVF(z, nz), *gw = DEVF(w, E), *gdout = DEVF(dout, n), *gdw = DEVF(dw, E);
+    float *gout = dev_poison(n), *grstd = dev_poison(rows), *gdy = dev_poison(n), *gdz = dev_poison(nz);
+    char detail[64];
+    snprintf(detail, sizeof detail, "%dx%d (ldz %d)", rows, E, ldz);
+    C->rmsnorm_gated_forward(out, rstd, y, z + 3, ldz, w, rows, E, 1e-5f);
+    G->rmsnorm_gated_forward(gout, grstd, gy, gz + 3, ldz, gw, rows, E, 1e-5f);
+    report("rmsnorm_gated_forward", detail, fmax(rel_dev(gout, out, n), rel_dev(grstd, rstd, rows)));
+    C->rmsnorm_gated_backward(dy, dz + 3, ldz, dw, dout, y, z + 3, w, rstd, rows, E);
+    G->rmsnorm_gated_backward(gdy, gdz + 3, ldz, gdw, gdout, gy, gz + 3, gw, grstd, rows, E);
+    float *hdz = fetch(gdz, nz);
+    report("rmsnorm_gated_backward", detail, fmax(rel_dev(gdy, dy, n), rel_cols(hdz, dz, rows, 3, E, ldz)));
+    report("rmsnorm_gated_backward", "  ... dw (accumulate)", rel_dev(gdw, dw, E));
+    free(y), free(z), free(w), free(dout), free(dw), free(out), free(rstd), free(dy), free(dz), free(hdz);
+    dev_free_all();
+}
+
+static void test_ssd(void)
+{
+    static const ssd_case cases[] = {
+        {2, 45, 4, 16, 64, 16},  /* the model check's first layer */
+        {3, 100, 3, 24, 13, 32}, /* the last chunk 4 tokens */
+        {1, 20, 2, 8, 5, 64},    /* T < Q */
+        {2, 130, 2, 70, 65, 64}, /* P and N over one 64-wide tile; the last chunk 2 tokens */
+        {1, 200, 2, 32, 16, 100}, /* two tiles inside a chunk */
+        {2, 7, 3, 4, 3, 1},      /* Q = 1 */
+        {1, 1, 2, 8, 4, 16},     /* one token */
+        {2, 300, 6, 64, 128, 64}, /* the reference's sizes (P 64, N 128) */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_ssd_case(&cases[i]);
+    test_ssd_step(4, 16, 64);
+    test_ssd_step(3, 70, 13);
+    test_rmsnorm_gated(133, 64);
+    test_rmsnorm_gated(7, 200);
+    test_rmsnorm_gated(1, 45);
+}
+
 /* ---- mixture of experts ------------------------------------------------------------------------ */
 
 static int32_t *ifetch(const int32_t *d, size_t n)
@@ -1029,6 +1179,330 @@ static void test_moe(void)
     test_moe_rows();
 }
 
+/* ---- retention and (gated) linear attention ------------------------------------------------------ */
+
+typedef struct ret_case {
+    int B, T, H, dk, dv, chunk;
+} ret_case;
+
+/* floats of the retention kernels' work for chunk (0: the recurrent kernels), as the layer sizes it */
+static size_t ret_work_floats(const ret_case *c, int chunk)
+{
+    size_t L = chunk == 0 ? 0 : (size_t)(chunk < c->T ? chunk : c->T);
+    return (size_t)c->B * c->H * (2 * L * L + L * (c->dk + c->dv) + (L + 1) + 2 * (size_t)c->dk * c->dv);
+}
+
+/* the layer's decays on even heads, others drawn from [0.5, 0.99] */
+static void ret_gammas(float *gamma, int H)
+{
+    for (int h = 0; h < H; h++)
+        gamma[h] = h % 2 ? (float)(0.5 + 0.49 * pf_rng_uniform(&rng)) : (float)(1.0 - pow(2.0, -5.0 - h));
+}
+
+/* a host copy of a (rows, ld) buffer with columns [c0, c1) set to NaN: the part a kernel overwrites */
+static float *poison_cols(const float *h, long rows, int ld, int c0, int c1)
+{
+    float *p = hcopy(h, (size_t)rows * ld);
+    for (long r = 0; r < rows; r++)
+        for (int j = c0; j < c1; j++) p[r * ld + j] = NAN;
+    return p;
+}
+
+static void test_retention_case(const ret_case *c)
+{
+    const int B = c->B, T = c->T, H = c->H, dk = c->dk, dv = c->dv, Cq = H * dk, V = H * dv, N = 2 * Cq + 2 * V;
+    const int rows = B * T, L = c->chunk < T ? c->chunk : T, nc = (T + L - 1) / L;
+    const size_t nq = (size_t)rows * Cq, nv = (size_t)rows * V, nqkvg = (size_t)rows * N, kv = (size_t)dk * dv;
+    const size_t nst = (size_t)B * H * nc * kv, nS = (size_t)B * H * kv, nr = (size_t)rows * H;
+    char d[80], d2[120];
+    snprintf(d, sizeof d, "B%d T%d H%d dk%d dv%d ch%d", B, T, H, dk, dv, c->chunk);
+    float gamma[64];
+    ret_gammas(gamma, H);
+
+    /* split and its adjoint */
+    float *qkvg = hrand(nqkvg, 1), *qr = malloc(nq * sizeof(float)), *kr = malloc(nq * sizeof(float));
+    float *vh = malloc(nv * sizeof(float));
+    float *gqkvg = DEVF(qkvg, nqkvg), *gqr = dev_poison(nq), *gkr = dev_poison(nq), *gvh = dev_poison(nv);
+    for (int pos0 = 0; pos0 <= 1000; pos0 += 1000) {
+        C->retention_split(qr, kr, vh, qkvg, B, T, H, dk, dv, pos0);
+        G->fill(gqr, NAN, nq), G->fill(gkr, NAN, nq), G->fill(gvh, NAN, nv);
+        G->retention_split(gqr, gkr, gvh, gqkvg, B, T, H, dk, dv, pos0);
+        snprintf(d2, sizeof d2, "%s pos0=%d", d, pos0);
+        report("retention_split", d2, fmax(rel_dev(gqr, qr, nq), fmax(rel_dev(gkr, kr, nq), rel_dev(gvh, vh, nv))));
+    }
+    float *dqkvg = hrand(nqkvg, 1), *pois = poison_cols(dqkvg, rows, N, 0, 2 * Cq + V);
+    float *gdqkvg = DEVF(pois, nqkvg);
+    G->upload(gqr, qr, nq * sizeof(float)), G->upload(gkr, kr, nq * sizeof(float)), G->upload(gvh, vh, nv * sizeof(float));
+    C->retention_split_backward(dqkvg, qr, kr, vh, B, T, H, dk, dv, 37);
+    G->retention_split_backward(gdqkvg, gqr, gkr, gvh, B, T, H, dk, dv, 37);
+    report("retention_split_bwd", "  ... pos0=37 (g columns kept)", rel_dev(gdqkvg, dqkvg, nqkvg));
+
+    /* chunkwise: rotated q, k (k carries dk^-0.5 as after the split), v */
+    float *q = hrand(nq, 1), *k = hrand(nq, 1.0 / sqrt(dk)), *v = hrand(nv, 1), *dO = hrand(nv, 1);
+    float *gq = DEVF(q, nq), *gk = DEVF(k, nq), *gv = DEVF(v, nv), *gdO = DEVF(dO, nv);
+    size_t nw = ret_work_floats(c, c->chunk), nw0 = ret_work_floats(c, 0);
+    float *o = malloc(nv * sizeof(float)), *st = malloc(nst * sizeof(float)), *S = malloc(nS * sizeof(float));
+    float *work = malloc((nw > nw0 ? nw : nw0) * sizeof(float));
+    float *go = dev_poison(nv), *gst = dev_poison(nst), *gS = dev_poison(nS), *gwork = dev_poison(nw > nw0 ? nw : nw0);
+    C->retention_chunkwise_forward(o, st, S, q, k, v, gamma, B, T, H, dk, dv, c->chunk, work);
+    G->retention_chunkwise_forward(go, gst, gS, gq, gk, gv, gamma, B, T, H, dk, dv, c->chunk, gwork);
+    snprintf(d2, sizeof d2, "%s o, states, state", d);
+    report("retention_chunk_fwd", d2, fmax(rel_dev(go, o, nv), fmax(rel_dev(gst, st, nst), rel_dev(gS, S, nS))));
+    G->fill(go, NAN, nv), G->fill(gst, NAN, nst);
+    G->retention_chunkwise_forward(go, gst, NULL, gq, gk, gv, gamma, B, T, H, dk, dv, c->chunk, gwork);
+    report("retention_chunk_fwd", "  ... no final state", fmax(rel_dev(go, o, nv), rel_dev(gst, st, nst)));
+
+    float *dq = malloc(nq * sizeof(float)), *dk_ = malloc(nq * sizeof(float)), *dv_ = malloc(nv * sizeof(float));
+    float *gdq = dev_poison(nq), *gdk = dev_poison(nq), *gdv = dev_poison(nv);
+    C->retention_chunkwise_backward(dq, dk_, dv_, dO, st, q, k, v, gamma, B, T, H, dk, dv, c->chunk, work);
+    G->retention_chunkwise_backward(gdq, gdk, gdv, gdO, gst, gq, gk, gv, gamma, B, T, H, dk, dv, c->chunk, gwork);
+    snprintf(d2, sizeof d2, "%s dq, dk, dv", d);
+    report("retention_chunk_bwd", d2, fmax(rel_dev(gdq, dq, nq), fmax(rel_dev(gdk, dk_, nq), rel_dev(gdv, dv_, nv))));
+    {
+        float *h1 = fetch(gdq, nq), *h2 = fetch(gdk, nq), *h3 = fetch(gdv, nv);
+        G->fill(gdq, NAN, nq), G->fill(gdk, NAN, nq), G->fill(gdv, NAN, nv);
+        G->retention_chunkwise_backward(gdq, gdk, gdv, gdO, gst, gq, gk, gv, gamma, B, T, H, dk, dv, c->chunk, gwork);
+        float *r1 = fetch(gdq, nq), *r2 = fetch(gdk, nq), *r3 = fetch(gdv, nv);
+        report_exact("retention_chunk_bwd", "  ... run twice: same bits",
+                     !memcmp(h1, r1, nq * sizeof(float)) && !memcmp(h2, r2, nq * sizeof(float)) &&
+                         !memcmp(h3, r3, nv * sizeof(float)));
+        free(h1), free(h2), free(h3), free(r1), free(r2), free(r3);
+    }
+
+    /* recurrent: from zeros and from a carried state; backward from zeros */
+    float *S0 = hrand(nS, 0.5);
+    for (int carried = 0; carried < 2; carried++) {
+        float *Sc = carried ? hcopy(S0, nS) : calloc(nS, sizeof(float)), *gSc = DEVF(Sc, nS);
+        C->retention_recurrent_forward(o, Sc, q, k, v, gamma, B, T, H, dk, dv);
+        G->fill(go, NAN, nv);
+        G->retention_recurrent_forward(go, gSc, gq, gk, gv, gamma, B, T, H, dk, dv);
+        snprintf(d2, sizeof d2, "%s o, state%s", d, carried ? " (carried)" : "");
+        report("retention_recur_fwd", d2, fmax(rel_dev(go, o, nv), rel_dev(gSc, Sc, nS)));
+        free(Sc);
+    }
+    G->fill(gdq, NAN, nq), G->fill(gdk, NAN, nq), G->fill(gdv, NAN, nv);
+    C->retention_recurrent_backward(dq, dk_, dv_, dO, q, k, v, gamma, B, T, H, dk, dv, work);
+    G->retention_recurrent_backward(gdq, gdk, gdv, gdO, gq, gk, gv, gamma, B, T, H, dk, dv, gwork);
+    snprintf(d2, sizeof d2, "%s dq, dk, dv", d);
+    report("retention_recur_bwd", d2, fmax(rel_dev(gdq, dq, nq), fmax(rel_dev(gdk, dk_, nq), rel_dev(gdv, dv_, nv))));
+
+    /* group norm and swish gate, g read from the g columns of qkvg (row stride N) */
+    float *on = hrand(nv, 2), *w = hrand(V, 1), *bb = hrand(V, 1);
+    for (size_t i = 0; i < nv; i++) on[i] += 0.3f;
+    float *hh = malloc(nv * sizeof(float)), *mean = malloc(nr * sizeof(float)), *rstd = malloc(nr * sizeof(float));
+    float *gon = DEVF(on, nv), *gw = DEVF(w, V), *gb = DEVF(bb, V);
+    float *gh = dev_poison(nv), *gmean = dev_poison(nr), *grstd = dev_poison(nr);
+    C->retention_norm_gate_forward(hh, mean, rstd, on, qkvg + 2 * Cq + V, N, w, bb, B, T, H, dv, 1e-6f);
+    G->retention_norm_gate_forward(gh, gmean, grstd, gon, gqkvg + 2 * Cq + V, N, gw, gb, B, T, H, dv, 1e-6f);
+    snprintf(d2, sizeof d2, "%s forward", d);
+    report("retention_norm_gate", d2, fmax(rel_dev(gh, hh, nv), fmax(rel_dev(gmean, mean, nr), rel_dev(grstd, rstd, nr))));
+    float *dh = hrand(nv, 1), *gdh = DEVF(dh, nv), *dwn = hrand(V, 1), *dbn = hrand(V, 1);
+    float *gdwn = DEVF(dwn, V), *gdbn = DEVF(dbn, V);
+    float *dgb = hrand(nqkvg, 1), *pg = poison_cols(dgb, rows, N, 2 * Cq + V, N), *gdgb = DEVF(pg, nqkvg);
+    C->retention_norm_gate_backward(dv_, dgb + 2 * Cq + V, dwn, dbn, dh, on, qkvg + 2 * Cq + V, N, w, bb, mean, rstd,
+                                    B, T, H, dv);
+    G->fill(gdv, NAN, nv);
+    G->retention_norm_gate_backward(gdv, gdgb + 2 * Cq + V, gdwn, gdbn, gdh, gon, gqkvg + 2 * Cq + V, N, gw, gb, gmean,
+                                    grstd, B, T, H, dv);
+    report("retention_norm_gate", "  ... backward do, dg (strided)", fmax(rel_dev(gdv, dv_, nv), rel_dev(gdgb, dgb, nqkvg)));
+    report("retention_norm_gate", "  ... backward dw, db (accumulate)", fmax(rel_dev(gdwn, dwn, V), rel_dev(gdbn, dbn, V)));
+
+    free(qkvg), free(qr), free(kr), free(vh), free(dqkvg), free(pois), free(q), free(k), free(v), free(dO);
+    free(o), free(st), free(S), free(work), free(dq), free(dk_), free(dv_), free(S0), free(on), free(w), free(bb);
+    free(hh), free(mean), free(rstd), free(dh), free(dwn), free(dbn), free(dgb), free(pg);
+    dev_free_all();
+}
+
+/* one token at a time with a carried state, as the layer's step calls it (fresh inputs each token) */
+static void test_retention_steps(int B, int H, int dk, int dv, int steps)
+{
+    size_t nS = (size_t)B * H * dk * dv, nq = (size_t)B * H * dk, nv = (size_t)B * H * dv;
+    float gamma[64];
+    ret_gammas(gamma, H);
+    float *S = hrand(nS, 0.3), *gS = DEVF(S, nS), *go = dev_poison(nv), *o = malloc(nv * sizeof(float));
+    double e = 0;
+    for (int t = 0; t < steps; t++) {
+        float *q = hrand(nq, 1), *k = hrand(nq, 0.3), *v = hrand(nv, 1);
+        float *gq = DEVF(q, nq), *gk = DEVF(k, nq), *gv = DEVF(v, nv);
+        C->retention_recurrent_forward(o, S, q, k, v, gamma, B, 1, H, dk, dv);
+        G->fill(go, NAN, nv);
+        G->retention_recurrent_forward(go, gS, gq, gk, gv, gamma, B, 1, H, dk, dv);
+        e = fmax(e, rel_dev(go, o, nv));
+        free(q), free(k), free(v);
+    }
+    char d[80];
+    snprintf(d, sizeof d, "B%d H%d dk%d dv%d: %d steps, o, state", B, H, dk, dv, steps);
+    report("retention_step", d, fmax(e, rel_dev(gS, S, nS)));
+    free(S), free(o);
+    dev_free_all();
+}
+
+static void test_retention(void)
+{
+    static const ret_case cases[] = {
+        {2, 45, 4, 8, 16, 16},   /* the model check's shape; the last chunk 13 tokens */
+        {1, 100, 2, 16, 32, 64}, /* two row tiles in a chunk; the last chunk 36 */
+        {3, 20, 2, 8, 16, 64},   /* T < chunk: the parallel form */
+        {2, 130, 3, 40, 72, 50}, /* dk, dv over one 32-wide tile (3 value blocks in the recurrent form) */
+        {1, 77, 2, 64, 128, 77}, /* chunk = T */
+        {2, 9, 2, 6, 12, 1},     /* chunk 1 */
+        {1, 1, 3, 8, 16, 16},    /* one token */
+        {1, 300, 2, 24, 40, 32}, /* many chunks */
+        {1, 33, 1, 130, 20, 8},  /* dk 130: 32 state rows per thread in the recurrent kernels */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_retention_case(&cases[i]);
+    test_retention_steps(1, 4, 8, 16, 20);
+    test_retention_steps(2, 3, 32, 70, 9);
+}
+
+typedef struct la_case {
+    int B, T, H, K, V, chunk, normalize, gated;
+    double gs;   /* decay strength: g = -gs * softplus(normal) */
+    float scale;
+} la_case;
+
+static float elu1(float x) { return x > 0 ? x + 1.0f : expf(x); }
+
+/* q, k, v (and g) for a case: positive features when normalised (the denominator stays away from 0) */
+static void la_inputs(const la_case *c, int T, float **q, float **k, float **v, float **g)
+{
+    size_t nk = (size_t)c->B * T * c->H * c->K, nv = (size_t)c->B * T * c->H * c->V;
+    *q = hrand(nk, 1), *k = hrand(nk, 1), *v = hrand(nv, 1);
+    if (c->normalize)
+        for (size_t i = 0; i < nk; i++) (*q)[i] = elu1((*q)[i]), (*k)[i] = elu1((*k)[i]);
+    *g = NULL;
+    if (c->gated) {
+        *g = hrand(nk, 1);
+        for (size_t i = 0; i < nk; i++) (*g)[i] = (float)(-c->gs * log1p(exp((*g)[i])));
+    }
+}
+
+/* a random state (B, H, K, Vw) whose normaliser column is positive */
+static float *la_state(const la_case *c)
+{
+    int Vw = c->V + c->normalize;
+    size_t n = (size_t)c->B * c->H * c->K * Vw;
+    float *s = hrand(n, 0.3);
+    if (c->normalize)
+        for (size_t i = c->V; i < n; i += Vw) s[i] = fabsf(s[i]) + 0.5f;
+    return s;
+}
+
+static void test_linattn_case(const la_case *c)
+{
+    const int B = c->B, T = c->T, H = c->H, K = c->K, V = c->V, ch = c->chunk, nz = c->normalize;
+    const int Vw = V + nz, NC = (T + ch - 1) / ch, rows = B * T;
+    const size_t nk = (size_t)rows * H * K, nv = (size_t)rows * H * V, nd = (size_t)rows * H;
+    const size_t nS = (size_t)B * H * K * Vw, ncs = (size_t)B * H * NC * K * Vw;
+    char d[80];
+    snprintf(d, sizeof d, "B%d T%d H%d K%d V%d ch%d%s%s", B, T, H, K, V, ch, nz ? " norm" : "",
+             c->gated ? (c->gs > 1 ? " gated(strong)" : " gated") : "");
+    float *q, *k, *v, *g;
+    la_inputs(c, T, &q, &k, &v, &g);
+    float *gq = DEVF(q, nk), *gk = DEVF(k, nk), *gv = DEVF(v, nv), *gg = g ? DEVF(g, nk) : NULL;
+    float *out = malloc(nv * sizeof(float)), *cs = malloc(ncs * sizeof(float)), *den = malloc(nd * sizeof(float));
+    float *gout = dev_poison(nv), *gcs = dev_poison(ncs), *gden = dev_poison(nd);
+    float *dout = hrand(nv, 1), *gdout = DEVF(dout, nv);
+    float *dq = malloc(nk * sizeof(float)), *dk = malloc(nk * sizeof(float)), *dv = malloc(nv * sizeof(float));
+    float *dg = malloc(nk * sizeof(float));
+    float *gdq = dev_poison(nk), *gdk = dev_poison(nk), *gdv = dev_poison(nv), *gdg = dev_poison(nk);
+    float *S0 = la_state(c), *Sc = hcopy(S0, nS), *gS = DEVF(S0, nS);
+    int rc = C->linattn_forward(out, cs, nz ? den : NULL, NULL, q, k, v, g, B, T, H, K, V, ch, c->scale, nz, 1e-6f);
+    int rg = G->linattn_forward(gout, gcs, nz ? gden : NULL, NULL, gq, gk, gv, gg, B, T, H, K, V, ch, c->scale, nz, 1e-6f);
+    if (rc < 0 || rg < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "linattn_forward", d, pf_error_message());
+        n_fail++;
+        goto done;
+    }
+    double e = fmax(rel_dev(gout, out, nv), rel_dev(gcs, cs, ncs));
+    if (nz) e = fmax(e, rel_dev(gden, den, nd));
+    report("linattn_forward", d, e);
+
+    rc = C->linattn_backward(dq, dk, dv, g ? dg : NULL, dout, out, cs, nz ? den : NULL, q, k, v, g, B, T, H, K, V, ch,
+                             c->scale, nz);
+    rg = G->linattn_backward(gdq, gdk, gdv, g ? gdg : NULL, gdout, gout, gcs, nz ? gden : NULL, gq, gk, gv, gg, B, T, H,
+                             K, V, ch, c->scale, nz);
+    if (rc < 0 || rg < 0) {
+        printf("%-22s %-34s FAIL (%s)\n", "linattn_backward", d, pf_error_message());
+        n_fail++;
+        goto done;
+    }
+    report("linattn_backward", g ? "  ... dq, dk, dv, dg" : "  ... dq, dk, dv",
+           fmax(fmax(rel_dev(gdq, dq, nk), rel_dev(gdk, dk, nk)), fmax(rel_dev(gdv, dv, nv), g ? rel_dev(gdg, dg, nk) : 0)));
+    {
+        float *h1 = fetch(gdq, nk), *h2 = fetch(gdk, nk), *h3 = fetch(gdv, nv), *h4 = fetch(gdg, nk);
+        G->fill(gdq, NAN, nk), G->fill(gdk, NAN, nk), G->fill(gdv, NAN, nv);
+        if (g) G->fill(gdg, NAN, nk);
+        G->linattn_backward(gdq, gdk, gdv, g ? gdg : NULL, gdout, gout, gcs, nz ? gden : NULL, gq, gk, gv, gg, B, T, H,
+                            K, V, ch, c->scale, nz);
+        float *r1 = fetch(gdq, nk), *r2 = fetch(gdk, nk), *r3 = fetch(gdv, nv), *r4 = fetch(gdg, nk);
+        report_exact("linattn_backward", "  ... run twice: same bits",
+                     !memcmp(h1, r1, nk * sizeof(float)) && !memcmp(h2, r2, nk * sizeof(float)) &&
+                         !memcmp(h3, r3, nv * sizeof(float)) && (!g || !memcmp(h4, r4, nk * sizeof(float))));
+        free(h1), free(h2), free(h3), free(h4), free(r1), free(r2), free(r3), free(r4);
+    }
+
+    /* keeping nothing (no chunk states, denominators or state); then from a carried state */
+    G->fill(gout, NAN, nv);
+    rg = G->linattn_forward(gout, NULL, NULL, NULL, gq, gk, gv, gg, B, T, H, K, V, ch, c->scale, nz, 1e-6f);
+    report("linattn_forward", "  ... keeping no states", rg < 0 ? NAN : rel_dev(gout, out, nv));
+    G->fill(gout, NAN, nv);
+    C->linattn_forward(out, NULL, NULL, Sc, q, k, v, g, B, T, H, K, V, ch, c->scale, nz, 1e-6f);
+    rg = G->linattn_forward(gout, NULL, NULL, gS, gq, gk, gv, gg, B, T, H, K, V, ch, c->scale, nz, 1e-6f);
+    report("linattn_forward", "  ... carried state (out, state)", rg < 0 ? NAN : fmax(rel_dev(gout, out, nv), rel_dev(gS, Sc, nS)));
+
+done:
+    free(q), free(k), free(v), free(g), free(out), free(cs), free(den), free(dout), free(dq), free(dk), free(dv), free(dg);
+    free(S0), free(Sc);
+    dev_free_all();
+}
+
+/* one token at a time, chunk 1, carrying the state, as the layers' steps call it */
+static void test_linattn_steps(const la_case *c, int steps)
+{
+    const int B = c->B, H = c->H, K = c->K, V = c->V, nz = c->normalize;
+    const size_t nk = (size_t)B * H * K, nv = (size_t)B * H * V, nS = (size_t)B * H * K * (V + nz);
+    float *S = la_state(c), *gS = DEVF(S, nS), *out = malloc(nv * sizeof(float)), *gout = dev_poison(nv);
+    double e = 0;
+    for (int t = 0; t < steps; t++) {
+        float *q, *k, *v, *g;
+        la_inputs(c, 1, &q, &k, &v, &g);
+        float *gq = DEVF(q, nk), *gk = DEVF(k, nk), *gv = DEVF(v, nv), *gg = g ? DEVF(g, nk) : NULL;
+        C->linattn_forward(out, NULL, NULL, S, q, k, v, g, B, 1, H, K, V, 1, c->scale, nz, 1e-6f);
+        G->fill(gout, NAN, nv);
+        int rg = G->linattn_forward(gout, NULL, NULL, gS, gq, gk, gv, gg, B, 1, H, K, V, 1, c->scale, nz, 1e-6f);
+        e = fmax(e, rg < 0 ? NAN : rel_dev(gout, out, nv));
+        free(q), free(k), free(v), free(g);
+    }
+    char d[80];
+    snprintf(d, sizeof d, "B%d H%d K%d V%d%s%s: %d steps", B, H, K, V, nz ? " norm" : "", c->gated ? " gated" : "", steps);
+    report("linattn_step", d, fmax(e, rel_dev(gS, S, nS)));
+    free(S), free(out);
+    dev_free_all();
+}
+
+static void test_linattn(void)
+{
+    static const la_case cases[] = {
+        {3, 45, 4, 8, 8, 64, 1, 0, 0, 1.0f},      /* linear_attention's defaults at the model's size: T < chunk */
+        {3, 45, 4, 8, 8, 16, 1, 0, 0, 1.0f},      /* the last chunk 13 tokens */
+        {2, 45, 4, 4, 8, 64, 0, 1, 1.0 / 16, 0.5f}, /* gla's defaults at the model's size */
+        {2, 100, 2, 40, 32, 32, 1, 0, 0, 1.0f},   /* V = 32: the normaliser column in a second tile */
+        {2, 100, 2, 40, 31, 32, 1, 1, 0.25, 0.3f}, /* gated and normalised; Vw = 32 */
+        {1, 130, 3, 24, 70, 50, 0, 1, 0.25, 0.2f}, /* V over two tiles, two row tiles in a chunk */
+        {2, 77, 2, 16, 16, 100, 0, 1, 3.0, 0.25f}, /* strong decays: exponents of masked pairs overflow */
+        {2, 9, 2, 8, 8, 1, 1, 1, 0.25, 1.0f},     /* chunk 1 */
+        {1, 1, 2, 8, 8, 16, 0, 0, 0, 1.0f},       /* one token (plain: normalised, dq and dk are ~eps; gated, dg ~0) */
+        {1, 300, 2, 16, 24, 64, 0, 1, 0.1, 0.25f}, /* many chunks, the last one 44 */
+        {1, 200, 1, 8, 8, 7, 0, 0, 0, 1.0f},      /* ungated, unnormalised */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_linattn_case(&cases[i]);
+    static const la_case steps[] = {
+        {1, 1, 4, 8, 8, 1, 1, 0, 0, 1.0f}, {1, 1, 4, 4, 8, 1, 0, 1, 1.0 / 16, 0.5f}, {2, 1, 3, 40, 33, 1, 1, 1, 0.25, 0.3f},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) test_linattn_steps(&steps[i], 15);
+}
+
 /* ---- a small model on both devices -------------------------------------------------------------- */
 
 /* A layer spec: a kind and "name=value ..." options (numbers, true/false or words). */
@@ -1116,7 +1590,11 @@ static void model_check(const char *what, const layer_spec *layers, int n_layers
     report("model train step", "  ... gradients", rel(gg, pf_model_grads(mc), np));
     report("model train step", "  ... parameters after AdamW", rel(pg, pf_model_params(mc), np));
     report("model train step", "  ... loss", fabs(sg.loss - sc.loss) / sc.loss);
-    /* stepping, token by token, after the update: the logits of every step */
+    /* stepping, token by token, after the update: the logits of every step. The GPU model takes the
+     * cpu's updated weights first, so that this checks the step kernels alone: AdamW's first update
+     * is about lr * sign(g), and a gradient that cancels to ~1e-10 may take either sign on either
+     * device (the gradients and parameters are compared above). */
+    G->upload(pf_model_params(mg), pf_model_params(mc), np * sizeof(float));
     pf_model_reset(mc);
     pf_model_reset(mg);
     for (int t = 0; t < 40; t++) {
@@ -1145,8 +1623,15 @@ static void test_model(void)
         {"mamba x2 (state 16, conv 4)", {{"mamba", ""}, {"mamba", "state=7 conv=3"}}},
         {"s4d x2", {{"s4d", ""}, {"s4d", "state=5 expand=1"}}},
         {"mamba2 x2", {{"mamba2", "head_dim=16 chunk=16"}, {"mamba2", "head_dim=8 chunk=7"}}},
+        {"mamba2 x2 (N 13, Q 64 > T; E 32, Q 10)",
+         {{"mamba2", "state=13 head_dim=32 chunk=64 conv=3"}, {"mamba2", "state=20 head_dim=16 expand=1 chunk=10"}}},
         {"retention x2 (chunkwise, recurrent)", {{"retention", "form=chunkwise chunk=16"}, {"retention", "form=recurrent"}}},
+        {"retention x2 (parallel; ch 7, H2)", {{"retention", "form=parallel"}, {"retention", "form=chunkwise chunk=7 heads=2"}}},
+        {"retention x2 (recurrent H2; ch 64>T)", {{"retention", "form=recurrent heads=2"}, {"retention", "chunk=64"}}},
         {"linear_attention + gla", {{"linear_attention", ""}, {"gla", ""}}},
+        {"linear_attention x2 (ch 16; relu 7)",
+         {{"linear_attention", "chunk=16"}, {"linear_attention", "feature=relu normalize=false chunk=7 heads=2"}}},
+        {"gla x2 (chunk 16; H 2, chunk 7)", {{"gla", "chunk=16"}, {"gla", "heads=2 expand_k=1 chunk=7"}}},
         {"moe x2 (top-2; expert choice)", {{"moe", "experts=8 top_k=2 capacity=1.25"}, {"moe", "router=expert_choice experts=4"}}},
         {"moe (switch, jitter, shared, gelu)", {{"moe", "router=switch jitter=0.1 shared=1 act=gelu"}, {"mlp", ""}}},
     };
@@ -1213,6 +1698,44 @@ static void bench(void)
     }
     printf("(gemm ms: the two full T x T products of an unfused attention through cuBLAS, without its softmax "
            "or mask: a lower bound for a naive version)\n");
+
+    /* the selective scan alone, as Mamba calls it (dim 256 and 512 with expand 2, state 16) */
+    printf("\nselective scan timing (float32, median of 10 after 2 warm-ups; fwd, then fwd + bwd)\n");
+    printf("%4s %5s %5s %5s %3s %9s %12s\n", "", "B", "T", "E", "N", "fwd ms", "fwd+bwd ms");
+    int scfg[][4] = {{8, 512, 512, 16}, {8, 1024, 1024, 16}};
+    for (int ci = 0; ci < 2; ci++) {
+        scan_case c = {scfg[ci][0], scfg[ci][1], scfg[ci][2], scfg[ci][3], SSM_CHUNK, 1, 0, 1};
+        scan_ops o;
+        scan_setup(&c, &o);
+        size_t rows = (size_t)c.B * c.T, ld = 3 + 2 * (size_t)c.N;
+        float *hdy = hrand(rows * c.E, 1);
+        pf_ssm_scan_grad gg = {.dy = DEVF(hdy, rows * c.E), .dy_ld = c.E,
+                               .dx = dev_poison(rows * c.E), .ddt = dev_poison(rows * c.E),
+                               .dA_log = dev_poison((size_t)c.E * c.N), .dD = dev_poison(c.E)};
+        float *dbc = dev_poison(rows * ld);
+        gg.dB = dbc + 3, gg.dC = dbc + 3 + c.N;
+        double tf[10], tb[10];
+        for (int r = 0; r < 12; r++) {
+            G->sync();
+            double t0 = now();
+            G->ssm_scan_forward(&o.gs);
+            G->sync();
+            double t1 = now();
+            G->ssm_scan_backward(&o.gs, &gg);
+            G->sync();
+            double t2 = now();
+            if (r >= 2) tf[r - 2] = t1 - t0, tb[r - 2] = t2 - t0;
+        }
+        for (int i = 0; i < 10; i++)
+            for (int j = i + 1; j < 10; j++) {
+                if (tf[j] < tf[i]) { double x = tf[i]; tf[i] = tf[j]; tf[j] = x; }
+                if (tb[j] < tb[i]) { double x = tb[i]; tb[i] = tb[j]; tb[j] = x; }
+            }
+        printf("scan %5d %5d %5d %3d %9.3f %12.3f\n", c.B, c.T, c.E, c.N, tf[5] * 1e3, tb[5] * 1e3);
+        for (int i = 0; i < o.n; i++) free(o.bufs_h[i]);
+        free(o.hs.y), free(o.hs.hsave), free(hdy);
+        dev_free_all();
+    }
 }
 
 int main(int argc, char **argv)
@@ -1235,7 +1758,10 @@ int main(int argc, char **argv)
     test_rope();
     test_attention();
     test_ssm();
+    test_ssd();
     test_moe();
+    test_retention();
+    test_linattn();
     test_model();
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
     printf("%d passed, %d failed\n", n_pass, n_fail);

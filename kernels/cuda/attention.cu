@@ -30,19 +30,27 @@
  * little shared memory, take the register-row kernel below instead (k_attn_forward: a block of up
  * to 64 rows of one q tile).
  *
- * Register rows (the backward, and that fallback). Each query row (each key row in the dk/dv kernel)
- * is owned by R consecutive threads that hold DPT = DMAX / R of its dims in registers (float4 groups
- * interleaved across the R threads, so a warp's shared-memory reads are conflict-free broadcasts);
- * dot products finish with R-wide shuffles. DMAX is the smallest of 16, 32, 64, 128, 256 that holds
- * D (padding is zero and never written). A block handles up to BQ = 64 rows of one tile and walks
- * the keys of that tile's non-skipped k tiles (one contiguous range) in chunks of BK keys; chunks
- * wholly outside the block's rows' visible band are not loaded.
+ * Backward (k_attn_bwd_dq_tc, k_attn_bwd_dkdv_tc), deterministic with no atomics: D_i = dO_i . O_i
+ * first (a warp per row); then one kernel owns dq (a block per BQ = 16 NW query rows of one (batch,
+ * head), walking the keys of its rows' band as the forward does) and another owns dk, dv (a block per
+ * BKV = 16 NW keys of one (batch, kv head), walking the G query heads that share it in order and, for
+ * each, the queries that see its keys), so every output element is summed by one warp in an order
+ * fixed by the code. P is recomputed from q, k and lse in both (FlashAttention-2), dS = P (dP - D_i).
+ * Every product runs on the tensor cores in 3xTF32 with the forward's fragments, the accumulators in
+ * the warp's registers, the tiles in shared memory swizzled rather than padded (each tile is read in
+ * two patterns; see that section), the next chunk's tiles loading (cp.async) while this one computes.
+ * Head dims past 128 split dk, dv's dims over two blocks (each recomputing its S and dP). Where the
+ * forward falls back (D or stride not a multiple of 4, here also dout, dq, dk, dv not 16-byte aligned;
+ * too little shared memory), so does the backward, to the register-row kernels (k_attn_bwd_dq,
+ * k_attn_bwd_dkdv: a block per up to 64 rows of one tile, dk, dv walking the G heads in order too).
  *
- * Backward, deterministic with no atomics: D_i = dO_i . O_i first; then one kernel owns dq (a block
- * per query sub-block, keys walked as in the register-row forward) and another owns dk, dv (a block
- * per key sub-block of one kv head, walking the G query heads that share it and their visible
- * queries in a fixed order), so every output element is summed by one thread in an order fixed by
- * the code. P is recomputed from q, k and lse in both. */
+ * Register rows (the fallbacks). Each query row (each key row in the dk/dv kernel) is owned by R
+ * consecutive threads that hold DPT = DMAX / R of its dims in registers (float4 groups interleaved
+ * across the R threads, so a warp's shared-memory reads are conflict-free broadcasts); dot products
+ * finish with R-wide shuffles. DMAX is the smallest of 16, 32, 64, 128, 256 that holds D (padding is
+ * zero and never written). A block handles up to BQ = 64 rows of one tile and walks the keys of that
+ * tile's non-skipped k tiles (one contiguous range) in chunks of BK keys; chunks wholly outside the
+ * block's rows' visible band are not loaded. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -310,9 +318,23 @@ template <int N> __device__ __forceinline__ void cp_async_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+/* 4-byte asynchronous copy global -> shared (through L1), zero-filled when !valid */
+__device__ __forceinline__ void cp_async4(float *dst, const float *src, bool valid)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 4 : 0)
+                 : "memory");
+}
+
+/* The backward's tiles are swizzled instead of padded: float4 slot f of row r sits at slot
+ * f ^ swz(r) (swz(r) in {0, 2, 4, 6}, a function of r mod 8), which keeps both of its read patterns
+ * conflict-free (see the backward's section). */
+__device__ __forceinline__ int swz(int r) { return (r & 2) | ((r ^ (r >> 2)) & 1) << 2; }
+
 /* Rows [r0, r0 + ROWS) of one head into s (ROWS, STR), dims up to DMAX; rows >= rend and dims >= D
- * are zeros. D % 4 == 0 and 16-byte aligned rows (the caller checks). */
-template <int DMAX, int STR, int ROWS, int NT>
+ * are zeros; SWZ: slots swizzled (STR = DMAX). D % 4 == 0 and 16-byte aligned rows (the caller
+ * checks). */
+template <int DMAX, int STR, int ROWS, int NT, bool SWZ = false>
 __device__ __forceinline__ void stage_async(float *s, const float *src, int stride, int r0, int rend, int D)
 {
     constexpr int F = DMAX / 4, N = ROWS * F;
@@ -322,7 +344,7 @@ __device__ __forceinline__ void stage_async(float *s, const float *src, int stri
         if (N % NT != 0 && idx >= N) break;
         int r = idx / F, f = idx % F;
         bool ok = r0 + r < rend && 4 * f < D;
-        cp_async16(s + r * STR + 4 * f, ok ? src + (size_t)(r0 + r) * stride + 4 * f : src, ok);
+        cp_async16(s + r * STR + 4 * (SWZ ? f ^ swz(r) : f), ok ? src + (size_t)(r0 + r) * stride + 4 * f : src, ok);
     }
 }
 
@@ -677,6 +699,351 @@ __global__ void __launch_bounds__(BQ *R) k_attn_bwd_dkdv(float *dk, float *dv, c
     dvj.store(dv + ((size_t)b * T + j) * stride + (size_t)hk * D, rr, D, 1.0f);
 }
 
+/* ---- backward on the tensor cores, 3xTF32 ------------------------------------------------------------ */
+
+/* The products of the forward's section, split the same way (mma_3xtf32), with the same fragment
+ * layouts and permutations, in two kinds:
+ *   over dims (S = Q K^T, dP = dO V^T, and their transposes S^T = K Q^T, dP^T = V dO^T): A rows are
+ *     the warp's 16 rows of a tile, B rows 8 rows of another, both read as the forward reads q and k
+ *     (lane 4g + t: row g, the float4 at dim 16c + 4t);
+ *   over rows (dQ += dS K, dV += P^T dO, dK += dS^T Q): A is a C fragment of a product over dims as it
+ *     stands (the k index over that product's n index), B rows are read as the forward reads v
+ *     (rows 2t and 2t + 1 of an n-tile, the float4 at dim 32c + 4g).
+ * A tile is read in both patterns (k in the dq kernel, q and dO in the dk/dv kernel), so tiles are
+ * unpadded rows of DMAX floats with float4 slot f of row r at f ^ swz(r): within each quarter warp,
+ * the first pattern's 8 float4 (rows g, g + 1 with g even, 4 slots) and the second's (rows 2t + e of
+ * 4 values of t, slots g, g + 1 with g even) land in 8 distinct bank groups. */
+
+/* acc[j] += A B_j^T over dims [0, DMAX) for the n-tiles j in need: A rows ar, ar + 8 of As
+ * (ar = 16w + g), B_j rows 8j .. 8j + 7 of Bs. */
+template <int DMAX, int NJ>
+__device__ __forceinline__ void dims_product(float (&acc)[NJ][4], const float *As, const float *Bs, int ar, int g,
+                                             int t, unsigned need)
+{
+    /* rows ar, ar + 8 and 8j + g share swz(g); slot 4c + t is at 4 (c & ~1) + ((4 (c & 1) + t) ^ swz(g)) */
+    int sw = swz(g), oe = 4 * (t ^ sw), oo = 4 * ((4 + t) ^ sw);
+    const float *a0 = As + ar * DMAX, *a1 = a0 + 8 * DMAX, *b0 = Bs + g * DMAX;
+#pragma unroll
+    for (int c = 0; c < DMAX / 16; c++) {
+        int off = 16 * (c & ~1) + (c & 1 ? oo : oe);
+        float4 x = *reinterpret_cast<const float4 *>(a0 + off), y = *reinterpret_cast<const float4 *>(a1 + off);
+        uint32_t ah[2][4], al[2][4];
+        float a4[4] = {x.x, y.x, x.y, y.y}, b4[4] = {x.z, y.z, x.w, y.w};
+        split4(a4, ah[0], al[0]);
+        split4(b4, ah[1], al[1]);
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            if (!(need >> j & 1)) continue;
+            float4 kv = *reinterpret_cast<const float4 *>(b0 + 8 * j * DMAX + off);
+            mma_3xtf32(acc[j], ah[0], al[0], kv.x, kv.y);
+            mma_3xtf32(acc[j], ah[1], al[1], kv.z, kv.w);
+        }
+    }
+}
+
+/* acc[c][s] += sum over the n-tiles j in need of f_j B_j: f_j (16 x 8) the C fragment f[j] of a
+ * product over dims, B_j rows 8j .. 8j + 7 of Bs at dims d0 + 32c + 4g + s (d0 a multiple of 32);
+ * acc[c][s] holds rows g, g + 8 at dims d0 + 32c + 8t + s (c0, c2) and + 4 (c1, c3). */
+template <int DMAX, int NJ, int NV>
+__device__ __forceinline__ void rows_product(float (&acc)[NV][4][4], const float (&f)[NJ][4], const float *Bs, int d0,
+                                             int g, int t, unsigned need)
+{
+    const float *r0 = Bs + 2 * t * DMAX + d0 + 4 * (g ^ swz(2 * t));
+    const float *r1 = Bs + (2 * t + 1) * DMAX + d0 + 4 * (g ^ swz(2 * t + 1));
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        if (!(need >> j & 1)) continue;
+        uint32_t ph[4], pl[4];
+        float p4[4] = {f[j][0], f[j][2], f[j][1], f[j][3]};
+        split4(p4, ph, pl);
+#pragma unroll
+        for (int c = 0; c < NV; c++) {
+            float4 x = *reinterpret_cast<const float4 *>(r0 + 8 * j * DMAX + 32 * c);
+            float4 y = *reinterpret_cast<const float4 *>(r1 + 8 * j * DMAX + 32 * c);
+            mma_3xtf32(acc[c][0], ph, pl, x.x, y.x);
+            mma_3xtf32(acc[c][1], ph, pl, x.y, y.y);
+            mma_3xtf32(acc[c][2], ph, pl, x.z, y.z);
+            mma_3xtf32(acc[c][3], ph, pl, x.w, y.w);
+        }
+    }
+}
+
+/* Rows g, g + 8 (acc of rows_product) at dims d0 + 32c + 8t .. + 7 of dst_a, dst_b, times mul;
+ * a NULL row is not written. */
+template <int NV>
+__device__ __forceinline__ void store_rows(float *dst_a, float *dst_b, const float (&acc)[NV][4][4], int d0, int t,
+                                           int D, float mul)
+{
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float *dst = half ? dst_b : dst_a;
+        if (!dst) continue;
+#pragma unroll
+        for (int c = 0; c < NV; c++) {
+            int d = d0 + 32 * c + 8 * t;
+            if (d < D)
+                *reinterpret_cast<float4 *>(dst + d) =
+                    make_float4(acc[c][0][2 * half] * mul, acc[c][1][2 * half] * mul, acc[c][2][2 * half] * mul,
+                                acc[c][3][2 * half] * mul);
+            if (d + 4 < D)
+                *reinterpret_cast<float4 *>(dst + d + 4) =
+                    make_float4(acc[c][0][2 * half + 1] * mul, acc[c][1][2 * half + 1] * mul,
+                                acc[c][2][2 * half + 1] * mul, acc[c][3][2 * half + 1] * mul);
+        }
+    }
+}
+
+template <int DMAX, int BK, int NW> struct bwd_dq_shape {
+    static constexpr int BQ = 16 * NW, NT = 32 * NW;
+    static constexpr int smem_floats = 2 * BQ * DMAX + 2 * BK * DMAX; /* q, dO; k, v of a chunk */
+};
+
+/* dq: a block takes BQ = 16 NW query rows [r0, r0 + BQ) of one (batch, head) (the latest rows
+ * first) and walks the keys of its rows' band as the forward does, in chunks of BK: dP = dO V^T,
+ * then S = Q K^T, P = exp2(S qscale - lse log2 e), dS = P (dP - D_i), dQ += dS K, every product in
+ * the warp's registers (warp w: rows r0 + 16w .. + 15). q and dO stay in shared memory; V of the
+ * next chunk loads while this chunk's S, dS and dQ run, and K of the next while its dP runs.
+ * Rows past T are zeros with lse = D_i = 0, so their dS is 0 (they are not stored either). */
+template <int DMAX, int BK, int NW, int MINB>
+__global__ void __launch_bounds__(32 * NW, MINB)
+    k_attn_bwd_dq_tc(float *dq, const float *dout, const float *lse, const float *Dsum, const float *q,
+                     const float *k, const float *v, int stride, int B, int T, int Hq, int G, int D, int window,
+                     int nqb, float qscale, float scale)
+{
+    typedef bwd_dq_shape<DMAX, BK, NW> S_;
+    constexpr int BQ = S_::BQ, NT = S_::NT, NJ = BK / 8, NV = DMAX / 32;
+    constexpr float LOG2E = 1.4426950408889634f;
+    extern __shared__ __align__(16) float smem[];
+    float *Qs = smem, *dOs = Qs + BQ * DMAX, *Ks = dOs + BQ * DMAX, *Vs = Ks + BK * DMAX;
+
+    int hb = Hq * B, qblk = nqb - 1 - (int)(blockIdx.x / hb), rem = (int)(blockIdx.x % hb);
+    int h = rem % Hq, b = rem / Hq, hk = h / G;
+    int r0 = qblk * BQ, r1 = min(r0 + BQ, T);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    int wr0 = r0 + 16 * warp, ra = wr0 + g, rb = ra + 8;
+    const float *qh = q + (size_t)b * T * stride + (size_t)h * D;
+    const float *kh = k + (size_t)b * T * stride + (size_t)hk * D;
+    const float *vh = v + (size_t)b * T * stride + (size_t)hk * D;
+    const float *doh = dout + ((size_t)b * T * Hq + h) * D; /* dout is contiguous: row stride Hq D */
+
+    int j0 = window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0;
+    j0 -= j0 % BK;
+    int j1 = r1, nchunks = (j1 - j0 + BK - 1) / BK;
+
+    stage_async<DMAX, DMAX, BQ, NT, true>(Qs, qh, stride, r0, r1, D);
+    stage_async<DMAX, DMAX, BQ, NT, true>(dOs, doh, Hq * D, r0, r1, D);
+    stage_async<DMAX, DMAX, BK, NT, true>(Vs, vh, stride, j0, j1, D);
+    cp_async_commit();
+    stage_async<DMAX, DMAX, BK, NT, true>(Ks, kh, stride, j0, j1, D);
+    cp_async_commit();
+
+    const float *Lh = lse + ((size_t)b * Hq + h) * T, *Dh = Dsum + ((size_t)b * Hq + h) * T;
+    float l2a = ra < T ? Lh[ra] * LOG2E : 0.0f, l2b = rb < T ? Lh[rb] * LOG2E : 0.0f;
+    float dia = ra < T ? Dh[ra] : 0.0f, dib = rb < T ? Dh[rb] : 0.0f;
+
+    float acc[NV][4][4];
+#pragma unroll
+    for (int c = 0; c < NV; c++)
+#pragma unroll
+        for (int s = 0; s < 4; s++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[c][s][e] = 0.0f;
+
+    cp_async_wait<1>(); /* q, dO and the first V */
+    __syncthreads();
+    for (int n = 0; n < nchunks; n++) {
+        int c0 = j0 + n * BK;
+        /* as in the forward: no mask when the block sees every key of the chunk, else mask by element
+         * and skip the n-tiles that no row of this warp sees */
+        bool full = c0 + BK - 1 <= r0 && (window == 0 || r0 + BQ - 1 - c0 < window);
+        unsigned need = (1u << NJ) - 1;
+        if (!full) {
+            need = 0;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                int kb = c0 + 8 * j;
+                if (wr0 < T && kb <= wr0 + 15 && (window == 0 || wr0 - (kb + 7) < window)) need |= 1u << j;
+            }
+        }
+
+        float dp[NJ][4], s[NJ][4];
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dp[j][e] = s[j][e] = 0.0f;
+        if (need) dims_product<DMAX, NJ>(dp, dOs, Vs, 16 * warp + g, g, t, need);
+        cp_async_wait<0>(); /* this thread's part of K */
+        __syncthreads();    /* everyone's; and every warp is done with V */
+        if (n + 1 < nchunks) {
+            stage_async<DMAX, DMAX, BK, NT, true>(Vs, vh, stride, c0 + BK, j1, D);
+            cp_async_commit();
+        }
+        if (need) {
+            dims_product<DMAX, NJ>(s, Qs, Ks, 16 * warp + g, g, t, need);
+            /* dS in s: rows ra (e = 0, 1), rb (e = 2, 3); keys c0 + 8j + 2t + (e & 1) */
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                if (!(need >> j & 1)) continue;
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float p = exp2f(s[j][e] * qscale - (e < 2 ? l2a : l2b));
+                    if (!full && !visible(e < 2 ? ra : rb, c0 + 8 * j + 2 * t + (e & 1), window)) p = 0.0f;
+                    s[j][e] = p * (dp[j][e] - (e < 2 ? dia : dib));
+                }
+            }
+            rows_product<DMAX, NJ, NV>(acc, s, Ks, 0, g, t, need);
+        }
+        if (n + 1 < nchunks) {
+            cp_async_wait<0>(); /* the next V */
+            __syncthreads();    /* everyone's; and every warp is done with K */
+            stage_async<DMAX, DMAX, BK, NT, true>(Ks, kh, stride, c0 + BK, j1, D);
+            cp_async_commit();
+        }
+    }
+
+    float *dqh = dq + (size_t)b * T * stride + (size_t)h * D;
+    store_rows<NV>(ra < T ? dqh + (size_t)ra * stride : NULL, rb < T ? dqh + (size_t)rb * stride : NULL, acc, 0, t, D,
+                   scale);
+}
+
+template <int DMAX, int DH, int BQC, int NW> struct bwd_dkdv_shape {
+    static constexpr int BKV = 16 * NW, NT = 32 * NW;
+    /* k, v of the block; q, dO, lse, D_i of a chunk */
+    static constexpr int smem_floats = 2 * BKV * DMAX + 2 * BQC * DMAX + 2 * BQC;
+};
+
+/* dk, dv: a block takes BKV = 16 NW keys [c0k, c0k + BKV) of one (batch, kv head) (the earliest keys,
+ * seen by the most queries, first) and dims [d0, d0 + DH) of their dk, dv (DH < DMAX only for head
+ * dims past 128: two blocks share a key block then, each recomputing its S and dP); it walks the G
+ * query heads that share the kv head in order and, for each, the queries that see its keys
+ * ([c0k, c0k + BKV - 1 + window) within T) in chunks of BQC: dP^T = V dO^T, S^T = K Q^T,
+ * P^T = exp2(S^T qscale - lse log2 e), dV += P^T dO, dS^T = P^T (dP^T - D_i), dK += dS^T Q, each in the
+ * warp's registers (warp w: keys c0k + 16w .. + 15). k and v stay in shared memory; q of the next
+ * chunk loads while this chunk's dP^T runs, and dO, lse, D_i while its dK runs. Queries past T are
+ * zeros with lse = D_i = 0, so their dS and P^T dO are 0. */
+template <int DMAX, int DH, int BQC, int NW, int MINB>
+__global__ void __launch_bounds__(32 * NW, MINB)
+    k_attn_bwd_dkdv_tc(float *dk, float *dv, const float *dout, const float *lse, const float *Dsum, const float *q,
+                       const float *k, const float *v, int stride, int B, int T, int Hq, int G, int D, int window,
+                       float qscale, float scale)
+{
+    typedef bwd_dkdv_shape<DMAX, DH, BQC, NW> S_;
+    constexpr int BKV = S_::BKV, NT = S_::NT, NJ = BQC / 8, NV = DH / 32, NSL = DMAX / DH;
+    constexpr float LOG2E = 1.4426950408889634f;
+    static_assert(2 * BQC <= NT, "one thread per lse and D_i of a chunk");
+    extern __shared__ __align__(16) float smem[];
+    float *Ks = smem, *Vs = Ks + BKV * DMAX, *Qs = Vs + BKV * DMAX, *dOs = Qs + BQC * DMAX, *Ls = dOs + BQC * DMAX;
+    float *Ds = Ls + BQC;
+
+    int Hkv = Hq / G, per = NSL * Hkv * B;
+    int kblk = (int)(blockIdx.x / per), rem = (int)(blockIdx.x % per);
+    int d0 = (rem % NSL) * DH, hk = rem / NSL % Hkv, b = rem / NSL / Hkv;
+    int c0k = kblk * BKV, c1k = min(c0k + BKV, T);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    int wk0 = c0k + 16 * warp, ka = wk0 + g, kb = ka + 8;
+    const float *kh = k + (size_t)b * T * stride + (size_t)hk * D;
+    const float *vh = v + (size_t)b * T * stride + (size_t)hk * D;
+
+    int i0 = c0k, i1 = T;
+    if (window > 0 && c1k - 1 + window < i1) i1 = c1k - 1 + window;
+    int npg = (i1 - i0 + BQC - 1) / BQC, nchunks = G * npg;
+
+    /* chunk n: query head hk G + n / npg, queries from i0 + (n % npg) BQC */
+#define CHUNK_Q(n) (q + (size_t)b * T * stride + (size_t)(hk * G + (n) / npg) * D)
+#define CHUNK_DO(n) (dout + ((size_t)b * T * Hq + hk * G + (n) / npg) * D)
+#define CHUNK_L(n) (((size_t)b * Hq + hk * G + (n) / npg) * T)
+#define CHUNK_I(n) (i0 + (n) % npg * BQC)
+    stage_async<DMAX, DMAX, BKV, NT, true>(Ks, kh, stride, c0k, c1k, D);
+    stage_async<DMAX, DMAX, BKV, NT, true>(Vs, vh, stride, c0k, c1k, D);
+    stage_async<DMAX, DMAX, BQC, NT, true>(dOs, CHUNK_DO(0), Hq * D, CHUNK_I(0), T, D);
+    if (threadIdx.x < 2 * BQC) {
+        int x = threadIdx.x % BQC, i = CHUNK_I(0) + x;
+        const float *src = (threadIdx.x < BQC ? lse : Dsum) + CHUNK_L(0) + i;
+        cp_async4((threadIdx.x < BQC ? Ls : Ds) + x, i < T ? src : lse, i < T);
+    }
+    cp_async_commit();
+    stage_async<DMAX, DMAX, BQC, NT, true>(Qs, CHUNK_Q(0), stride, CHUNK_I(0), T, D);
+    cp_async_commit();
+
+    float dka[NV][4][4], dva[NV][4][4];
+#pragma unroll
+    for (int c = 0; c < NV; c++)
+#pragma unroll
+        for (int s = 0; s < 4; s++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dka[c][s][e] = dva[c][s][e] = 0.0f;
+
+    cp_async_wait<1>(); /* k, v and the first dO, lse, D_i */
+    __syncthreads();
+    for (int n = 0; n < nchunks; n++) {
+        int ic = CHUNK_I(n);
+        /* no mask when every query of the chunk sees every key of the block; else mask by element and
+         * skip the n-tiles of queries that see no key of this warp */
+        bool full = ic >= c0k + BKV - 1 && (window == 0 || ic + BQC - 1 - c0k < window);
+        unsigned need = (1u << NJ) - 1;
+        if (!full) {
+            need = 0;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                int qb = ic + 8 * j;
+                if (wk0 < T && qb + 7 >= wk0 && (window == 0 || qb - (wk0 + 15) < window)) need |= 1u << j;
+            }
+        }
+
+        float dp[NJ][4], s[NJ][4];
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dp[j][e] = s[j][e] = 0.0f;
+        if (need) dims_product<DMAX, NJ>(dp, Vs, dOs, 16 * warp + g, g, t, need);
+        cp_async_wait<0>(); /* this thread's part of q */
+        __syncthreads();    /* everyone's */
+        if (need) {
+            dims_product<DMAX, NJ>(s, Ks, Qs, 16 * warp + g, g, t, need);
+            /* P^T in s, dS^T in dp: keys ka (e = 0, 1), kb (e = 2, 3); queries ic + 8j + 2t + (e & 1) */
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                if (!(need >> j & 1)) continue;
+                float2 lq = *reinterpret_cast<const float2 *>(Ls + 8 * j + 2 * t);
+                float2 dq2 = *reinterpret_cast<const float2 *>(Ds + 8 * j + 2 * t);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float p = exp2f(s[j][e] * qscale - (e & 1 ? lq.y : lq.x) * LOG2E);
+                    if (!full && !visible(ic + 8 * j + 2 * t + (e & 1), e < 2 ? ka : kb, window)) p = 0.0f;
+                    s[j][e] = p;
+                    dp[j][e] = p * (dp[j][e] - (e & 1 ? dq2.y : dq2.x));
+                }
+            }
+            rows_product<DMAX, NJ, NV>(dva, s, dOs, d0, g, t, need);
+        }
+        __syncthreads(); /* every warp is done with dO, lse and D_i */
+        if (n + 1 < nchunks) {
+            stage_async<DMAX, DMAX, BQC, NT, true>(dOs, CHUNK_DO(n + 1), Hq * D, CHUNK_I(n + 1), T, D);
+            if (threadIdx.x < 2 * BQC) {
+                int x = threadIdx.x % BQC, i = CHUNK_I(n + 1) + x;
+                const float *src = (threadIdx.x < BQC ? lse : Dsum) + CHUNK_L(n + 1) + i;
+                cp_async4((threadIdx.x < BQC ? Ls : Ds) + x, i < T ? src : lse, i < T);
+            }
+            cp_async_commit();
+        }
+        if (need) rows_product<DMAX, NJ, NV>(dka, dp, Qs, d0, g, t, need);
+        if (n + 1 < nchunks) {
+            cp_async_wait<0>(); /* the next dO, lse, D_i */
+            __syncthreads();    /* everyone's; and every warp is done with q */
+            stage_async<DMAX, DMAX, BQC, NT, true>(Qs, CHUNK_Q(n + 1), stride, CHUNK_I(n + 1), T, D);
+            cp_async_commit();
+        }
+    }
+#undef CHUNK_Q
+#undef CHUNK_DO
+#undef CHUNK_L
+#undef CHUNK_I
+
+    size_t row_a = ((size_t)b * T + ka) * stride + (size_t)hk * D, row_b = row_a + 8 * (size_t)stride;
+    store_rows<NV>(ka < T ? dk + row_a : NULL, kb < T ? dk + row_b : NULL, dka, d0, t, D, scale);
+    store_rows<NV>(ka < T ? dv + row_a : NULL, kb < T ? dv + row_b : NULL, dva, d0, t, D, 1.0f);
+}
+
 /* ---- dispatch on the head dim ----------------------------------------------------------------------- */
 
 struct attn_args {
@@ -721,6 +1088,21 @@ static int dispatch(int pass, const attn_args &a)
     return launch<8, 32>(pass, a);
 }
 
+/* 1 when kern may take `bytes` of dynamic shared memory (its limit raised past the default 48 KB the
+ * first time, *raised per kernel instance), 0 when the chip has less (the caller falls back to the
+ * register-row kernels), -1 on a failed call */
+template <typename F> static int allow_smem(F *kern, int bytes, bool *raised)
+{
+    if (bytes <= 48 * 1024 || *raised) return 1;
+    int dev = 0, optin = 0;
+    PF_TRY(CUDA_CHECK_NOW(cudaGetDevice(&dev)));
+    PF_TRY(CUDA_CHECK_NOW(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)));
+    if (optin < bytes) return 0;
+    PF_TRY(CUDA_CHECK_NOW(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)));
+    *raised = true;
+    return 1;
+}
+
 /* the tensor-core forward: needs float4 rows (D % 4 == 0, stride % 4 == 0, 16-byte aligned bases) */
 template <int DMAX, int BK, int NW, bool QREG, int MINB> static int launch_forward_tc(const attn_args &a)
 {
@@ -728,21 +1110,56 @@ template <int DMAX, int BK, int NW, bool QREG, int MINB> static int launch_forwa
     constexpr int bytes = S_::smem_floats * (int)sizeof(float);
     void (*kern)(float *, float *, const float *, const float *, const float *, int, int, int, int, int, int, int,
                  int, float) = k_attn_forward_tc<DMAX, BK, NW, QREG, MINB>;
-    static bool raised; /* per instance: more than the default 48 KB of dynamic shared memory */
-    if (bytes > 48 * 1024 && !raised) {
-        int dev = 0, optin = 0;
-        PF_TRY(CUDA_CHECK_NOW(cudaGetDevice(&dev)));
-        PF_TRY(CUDA_CHECK_NOW(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)));
-        if (optin < bytes) return dispatch(PASS_FORWARD, a); /* a smaller chip: the register-row kernel */
-        PF_TRY(CUDA_CHECK_NOW(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)));
-        raised = true;
-    }
+    static bool raised;
+    int ok = allow_smem(kern, bytes, &raised);
+    if (ok < 0) return -1;
+    if (!ok) return dispatch(PASS_FORWARD, a); /* a smaller chip: the register-row kernel */
     int nqb = (a.T + S_::BQ - 1) / S_::BQ;
     long blocks = (long)nqb * a.Hq * a.B;
     if (blocks > 0x7fffffffL) return pf_error("attention_forward: %ld blocks are too many for one launch", blocks);
     kern<<<(unsigned)blocks, S_::NT, bytes>>>(a.out, a.lse, a.q, a.k, a.v, a.stride, a.B, a.T, a.Hq, a.Hq / a.Hkv,
                                               a.D, a.window, nqb, 1.4426950408889634f / sqrtf((float)a.D));
     return CUDA_LAUNCHED_NOW("k_attn_forward_tc");
+}
+
+/* the tensor-core backward, each kernel on its own (same needs, plus float4 rows of dout, dq, dk, dv) */
+template <int DMAX, int BK, int NW, int MINB> static int launch_bwd_dq_tc(const attn_args &a)
+{
+    typedef bwd_dq_shape<DMAX, BK, NW> S_;
+    constexpr int bytes = S_::smem_floats * (int)sizeof(float);
+    void (*kern)(float *, const float *, const float *, const float *, const float *, const float *, const float *,
+                 int, int, int, int, int, int, int, int, float, float) = k_attn_bwd_dq_tc<DMAX, BK, NW, MINB>;
+    static bool raised;
+    int ok = allow_smem(kern, bytes, &raised);
+    if (ok < 0) return -1;
+    if (!ok) return dispatch(PASS_DQ, a);
+    int nqb = (a.T + S_::BQ - 1) / S_::BQ;
+    long blocks = (long)nqb * a.Hq * a.B;
+    if (blocks > 0x7fffffffL) return pf_error("attention_backward: %ld blocks are too many for one launch", blocks);
+    float scale = 1.0f / sqrtf((float)a.D);
+    kern<<<(unsigned)blocks, S_::NT, bytes>>>(a.dq, a.dout, a.lse_in, a.Dsum, a.q, a.k, a.v, a.stride, a.B, a.T, a.Hq,
+                                              a.Hq / a.Hkv, a.D, a.window, nqb, 1.4426950408889634f * scale, scale);
+    return CUDA_LAUNCHED_NOW("k_attn_bwd_dq_tc");
+}
+
+template <int DMAX, int DH, int BQC, int NW, int MINB> static int launch_bwd_dkdv_tc(const attn_args &a)
+{
+    typedef bwd_dkdv_shape<DMAX, DH, BQC, NW> S_;
+    constexpr int bytes = S_::smem_floats * (int)sizeof(float);
+    void (*kern)(float *, float *, const float *, const float *, const float *, const float *, const float *,
+                 const float *, int, int, int, int, int, int, int, float, float) =
+        k_attn_bwd_dkdv_tc<DMAX, DH, BQC, NW, MINB>;
+    static bool raised;
+    int ok = allow_smem(kern, bytes, &raised);
+    if (ok < 0) return -1;
+    if (!ok) return dispatch(PASS_DKDV, a);
+    int nkb = (a.T + S_::BKV - 1) / S_::BKV;
+    long blocks = (long)nkb * (DMAX / DH) * a.Hkv * a.B;
+    if (blocks > 0x7fffffffL) return pf_error("attention_backward: %ld blocks are too many for one launch", blocks);
+    float scale = 1.0f / sqrtf((float)a.D);
+    kern<<<(unsigned)blocks, S_::NT, bytes>>>(a.dk, a.dv, a.dout, a.lse_in, a.Dsum, a.q, a.k, a.v, a.stride, a.B, a.T,
+                                              a.Hq, a.Hq / a.Hkv, a.D, a.window, 1.4426950408889634f * scale, scale);
+    return CUDA_LAUNCHED_NOW("k_attn_bwd_dkdv_tc");
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -758,6 +1175,31 @@ static int forward(const attn_args &a)
     if (a.D <= 64) return launch_forward_tc<64, 64, 4, false, 3>(a);
     if (a.D <= 128) return launch_forward_tc<128, 32, 4, false, 3>(a);
     return launch_forward_tc<256, 16, 4, false, 1>(a);
+}
+
+static int backward(const attn_args &a)
+{
+    if (a.D % 4 != 0 || a.stride % 4 != 0 || !aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) ||
+        !aligned16(a.dout) || !aligned16(a.dq) || !aligned16(a.dk) || !aligned16(a.dv)) {
+        PF_TRY(dispatch(PASS_DQ, a)); /* the register-row kernels */
+        return dispatch(PASS_DKDV, a);
+    }
+    /* shapes chosen for an H200 by registers and shared memory (two or more blocks of 4 warps per
+     * multiprocessor up to D 128), not timed against others */
+    if (a.D <= 32) {
+        PF_TRY((launch_bwd_dq_tc<32, 64, 4, 3>(a)));
+        return launch_bwd_dkdv_tc<32, 32, 32, 4, 4>(a);
+    }
+    if (a.D <= 64) {
+        PF_TRY((launch_bwd_dq_tc<64, 32, 4, 4>(a)));
+        return launch_bwd_dkdv_tc<64, 64, 32, 4, 3>(a);
+    }
+    if (a.D <= 128) {
+        PF_TRY((launch_bwd_dq_tc<128, 32, 4, 2>(a)));
+        return launch_bwd_dkdv_tc<128, 128, 32, 4, 2>(a);
+    }
+    PF_TRY((launch_bwd_dq_tc<256, 16, 4, 1>(a)));
+    return launch_bwd_dkdv_tc<256, 128, 16, 4, 1>(a);
 }
 
 int cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -802,9 +1244,7 @@ int cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
     attn_args a = {};
     a.dq = dq, a.dk = dk, a.dv = dv, a.Dsum = Dsum, a.dout = dout, a.lse_in = lse, a.q = q, a.k = k, a.v = v;
     a.stride = stride, a.B = B, a.T = T, a.Hq = Hq, a.Hkv = Hkv, a.D = D, a.window = window, a.tile = tile;
-    PF_TRY(dispatch(PASS_DQ, a));
-    PF_TRY(dispatch(PASS_DKDV, a));
-    return 0;
+    return backward(a);
 }
 
 /* ---- step ----------------------------------------------------------------------------------------- */

@@ -20,6 +20,7 @@
 #include "engine/layers/mamba.h" /* SSM_CHUNK: the scan bench runs the layer's chunk */
 #include "engine/model.h"
 #include "engine/rng.h"
+#include "engine/tasks.h"
 #include "kernels/kernels.h"
 
 #define TOL 1e-4
@@ -1634,6 +1635,9 @@ static void test_model(void)
         {"gla x2 (chunk 16; H 2, chunk 7)", {{"gla", "chunk=16"}, {"gla", "heads=2 expand_k=1 chunk=7"}}},
         {"moe x2 (top-2; expert choice)", {{"moe", "experts=8 top_k=2 capacity=1.25"}, {"moe", "router=expert_choice experts=4"}}},
         {"moe (switch, jitter, shared, gelu)", {{"moe", "router=switch jitter=0.1 shared=1 act=gelu"}, {"mlp", ""}}},
+        {"jamba's: mamba inner_norm, moe renorm=false",
+         {{"mamba", "inner_norm=true state=6"}, {"moe", "experts=4 top_k=2 renorm=false"}}},
+        {"attention rope=false window=9 + mlp gelu", {{"attention", "rope=false window=9 tile=8"}, {"mlp", "act=gelu"}}},
     };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         const pf_layer_kind *k = pf_layer_kind_find(kinds[i].layers[0].kind);
@@ -1656,10 +1660,11 @@ static double now(void)
 
 static void bench(void)
 {
-    printf("\nattention forward timing (float32, causal, median of 20 after 3 warm-ups)\n");
-    printf("%6s %4s %4s %5s %10s %12s %10s\n", "T", "H", "D", "tile", "flash ms", "flash TFLOP/s", "gemm ms");
-    int cfgs[][4] = {{1024, 8, 64, 64}, {4096, 8, 64, 64}, {4096, 8, 128, 64}};
-    for (int ci = 0; ci < 3; ci++) {
+    printf("\nattention forward timing (float32, causal, median of 20 after 3 warm-ups; then the backward alone)\n");
+    printf("%6s %4s %4s %5s %10s %12s %10s %8s %12s\n", "T", "H", "D", "tile", "flash ms", "flash TFLOP/s", "gemm ms",
+           "bwd ms", "bwd TFLOP/s");
+    int cfgs[][4] = {{1024, 8, 64, 64}, {1024, 8, 128, 64}, {4096, 8, 64, 64}, {4096, 8, 128, 64}};
+    for (int ci = 0; ci < 4; ci++) {
         int T = cfgs[ci][0], H = cfgs[ci][1], D = cfgs[ci][2], tile = cfgs[ci][3], B = 4;
         int stride = 3 * H * D;
         size_t nqkv = (size_t)B * T * stride;
@@ -1667,7 +1672,9 @@ static void bench(void)
         float *gqkv = DEVF(h, nqkv), *gout = dev_poison((size_t)B * T * H * D), *glse = dev_poison((size_t)B * H * T);
         /* the unfused baseline's two products: S = Q K^T (per head, full T x T), O = S V */
         float *S = dev_poison((size_t)H * T * T);
-        double t_flash[20], t_gemm[20];
+        float *hdo = hrand((size_t)B * T * H * D, 1.0), *gdout = DEVF(hdo, (size_t)B * T * H * D);
+        float *gd = dev_poison(nqkv);
+        double t_flash[20], t_gemm[20], t_bwd[20];
         for (int r = 0; r < 23; r++) {
             G->sync();
             double t0 = now();
@@ -1683,17 +1690,29 @@ static void bench(void)
             }
             G->sync();
             double t2 = now();
-            if (r >= 3) t_flash[r - 3] = t1 - t0, t_gemm[r - 3] = t2 - t1;
+            /* the backward from the forward's out and lse (gout was overwritten by the products above) */
+            G->attention_forward(gout, glse, gqkv, gqkv + H * D, gqkv + 2 * H * D, stride, B, T, H, H, D, 0, tile,
+                                 NULL, NULL);
+            G->sync();
+            double t3 = now();
+            G->attention_backward(gd, gd + H * D, gd + 2 * H * D, gdout, gout, glse, gqkv, gqkv + H * D,
+                                  gqkv + 2 * H * D, stride, B, T, H, H, D, 0, tile);
+            G->sync();
+            double t4 = now();
+            if (r >= 3) t_flash[r - 3] = t1 - t0, t_gemm[r - 3] = t2 - t1, t_bwd[r - 3] = t4 - t3;
         }
         for (int i = 0; i < 20; i++) /* sort for medians */
             for (int j = i + 1; j < 20; j++) {
                 if (t_flash[j] < t_flash[i]) { double x = t_flash[i]; t_flash[i] = t_flash[j]; t_flash[j] = x; }
                 if (t_gemm[j] < t_gemm[i]) { double x = t_gemm[i]; t_gemm[i] = t_gemm[j]; t_gemm[j] = x; }
+                if (t_bwd[j] < t_bwd[i]) { double x = t_bwd[i]; t_bwd[i] = t_bwd[j]; t_bwd[j] = x; }
             }
         double flops = 4.0 * B * H * D * (double)T * T / 2; /* causal: half of QK^T and PV */
-        printf("%6d %4d %4d %5d %10.3f %12.2f %10.3f\n", T, H, D, tile, t_flash[10] * 1e3, flops / t_flash[10] / 1e12,
-               t_gemm[10] * 1e3);
-        free(h);
+        /* bwd TFLOP/s counts the backward's five products (2.5 times the forward's two), as FlashAttention-2
+         * does; the kernels compute seven (S and dP in both the dq and the dk/dv kernels) */
+        printf("%6d %4d %4d %5d %10.3f %12.2f %10.3f %8.3f %12.2f\n", T, H, D, tile, t_flash[10] * 1e3,
+               flops / t_flash[10] / 1e12, t_gemm[10] * 1e3, t_bwd[10] * 1e3, 2.5 * flops / t_bwd[10] / 1e12);
+        free(h), free(hdo);
         dev_free_all();
     }
     printf("(gemm ms: the two full T x T products of an unfused attention through cuBLAS, without its softmax "
@@ -1738,6 +1757,60 @@ static void bench(void)
     }
 }
 
+/* ---- learning: the same training on both devices ---------------------------------------------- */
+
+/* The training of tests/c/test_learning.c (two attention layers of width 64, MQAR seq 64 with 8
+ * pairs, 2000 steps of 32, lr 3e-3, seed 1) on the cpu and on cuda: both reach the same accuracy on
+ * the same 512 fresh sequences, within noise (0.02). */
+static double learn_mqar(const pf_backend *be, double *loss)
+{
+    enum { V = 64, T = 64, PAIRS = 8, B = 32, STEPS = 2000, EVAL = 16 };
+    pf_model_config cfg = {.vocab = V, .dim = 64, .seed = 1, .be = be};
+    pf_model *m = pf_model_new(&cfg);
+    pf_task *task = pf_task_mqar(V, T, PAIRS);
+    const pf_layer_kind *attention = pf_layer_kind_find("attention");
+    double acc_sum = -1;
+    if (!m || !task || pf_model_add_layer(m, attention, NULL, -1) < 0 ||
+        pf_model_add_layer(m, attention, NULL, -1) < 0 || pf_model_build(m) < 0)
+        goto done;
+    static int32_t in[B * T], tg[B * T];
+    static float mask[B * T];
+    pf_rng r;
+    pf_rng_seed(&r, 1);
+    pf_train_config tc;
+    pf_train_config_default(&tc);
+    tc.lr = 3e-3f, tc.total_steps = STEPS, tc.warmup = STEPS / 10;
+    pf_train_stats st = {0};
+    for (int s = 0; s < STEPS; s++)
+        if (pf_task_batch(task, &r, B, in, tg, mask) < 0 || pf_model_train_step(m, in, tg, mask, B, T, &tc, &st) < 0)
+            goto done;
+    *loss = st.loss;
+    acc_sum = 0;
+    for (int e = 0; e < EVAL; e++) {
+        double l, a;
+        if (pf_task_batch(task, &r, B, in, tg, mask) < 0 || pf_model_evaluate(m, in, tg, mask, B, T, &l, &a) < 0) {
+            acc_sum = -EVAL;
+            break;
+        }
+        acc_sum += a;
+    }
+    acc_sum /= EVAL;
+done:
+    pf_task_free(task);
+    pf_model_free(m);
+    return acc_sum;
+}
+
+static void test_learning(void)
+{
+    double lc = 0, lg = 0, ac = learn_mqar(C, &lc), ag = learn_mqar(G, &lg);
+    int ok = ac >= 0 && ag >= 0 && fabs(ag - ac) <= 0.02;
+    printf("%-22s %-34s cpu %.4f (loss %.4f), cuda %.4f (loss %.4f)  %s\n", "learning",
+           "mqar, 2 attention, 2000 steps", ac, lc, ag, lg, ok ? "ok" : "FAIL");
+    if (ac < 0 || ag < 0) printf("    (%s)\n", pf_error_message());
+    ok ? n_pass++ : n_fail++;
+}
+
 int main(int argc, char **argv)
 {
     G = pf_device("cuda");
@@ -1764,6 +1837,7 @@ int main(int argc, char **argv)
     test_linattn();
     test_model();
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
+    test_learning();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -303,12 +303,7 @@ template <int MODE> __global__ void __launch_bounds__(NT) k_la_tile(la_tile a)
                     }
                 }
             } else {
-#pragma unroll 8
-                for (int x = 0; x < TS; x++) {
-                    float y = sY[tx][x];
-#pragma unroll
-                    for (int u = 0; u < RPT; u++) s[u] += sX[ty + 8 * u][x] * y;
-                }
+                rows_dot_rows(s, sX, sY);
             }
             __syncthreads();
         }
@@ -375,12 +370,7 @@ template <int MODE> __global__ void __launch_bounds__(NT) k_la_tile(la_tile a)
                 load_tile_t(sY, Rc + (size_t)c0 * Vw + x0, Vw, Vw - x0, ncol);
             }
             __syncthreads();
-#pragma unroll 8
-            for (int x = 0; x < TS; x++) {
-                float r = sY[x][tx];
-#pragma unroll
-                for (int u = 0; u < RPT; u++) s2[u] += sX[ty + 8 * u][x] * r;
-            }
+            rows_dot_cols(s2, sX, sY);
             if (MODE == M_FWD && a.normalize) {
 #pragma unroll 8
                 for (int x = 0; x < TS; x++) {

@@ -290,12 +290,7 @@ template <bool ANTI> __global__ void __launch_bounds__(NT) k_ret_tile(ret_tile a
             load_tile(sX, X + x0, a.xw, on, a.xw - x0);
             load_tile(sY, Y + x0, a.xw, pn, a.xw - x0);
             __syncthreads();
-#pragma unroll 8
-            for (int x = 0; x < TS; x++) {
-                float y = sY[tx][x];
-#pragma unroll
-                for (int u = 0; u < RPT; u++) s[u] += sX[ty + 8 * u][x] * y;
-            }
+            rows_dot_rows(s, sX, sY);
             __syncthreads();
         }
 #pragma unroll
@@ -305,12 +300,7 @@ template <bool ANTI> __global__ void __launch_bounds__(NT) k_ret_tile(ret_tile a
         }
         load_tile(sY, a.Z + (row0 + p0) * a.zw + c0, a.zw, pn, ncol);
         __syncthreads();
-#pragma unroll 8
-        for (int p = 0; p < TS; p++) {
-            float z = sY[p][tx];
-#pragma unroll
-            for (int u = 0; u < RPT; u++) acc[u] += sS[ty + 8 * u][p] * z;
-        }
+        rows_dot_cols(acc, sS, sY);
         __syncthreads();
     }
     if (a.R && c >= a.cross_lo && c <= a.cross_hi) {
@@ -321,12 +311,7 @@ template <bool ANTI> __global__ void __launch_bounds__(NT) k_ret_tile(ret_tile a
             if (a.rt) load_tile_t(sY, Rc + (size_t)c0 * a.xw + x0, a.xw, a.xw - x0, ncol);
             else load_tile(sY, Rc + (size_t)x0 * a.zw + c0, a.zw, a.xw - x0, ncol);
             __syncthreads();
-#pragma unroll 8
-            for (int x = 0; x < TS; x++) {
-                float r = sY[x][tx];
-#pragma unroll
-                for (int u = 0; u < RPT; u++) s2[u] += sX[ty + 8 * u][x] * r;
-            }
+            rows_dot_cols(s2, sX, sY);
             __syncthreads();
         }
 #pragma unroll

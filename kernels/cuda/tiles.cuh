@@ -28,6 +28,32 @@ static __device__ __forceinline__ void load_tile_t(tile_t &dst, const float *src
     }
 }
 
+/* The block's 256 threads on a tile pair: thread (ty, tx) = (threadIdx.x / 32, threadIdx.x % 32) owns
+ * rows ty + 8u (u < RPT) of A and column tx; x runs in order, so every backend call sums alike. */
+/* s[u] += sum over x of A[ty + 8u][x] * Bt[tx][x]  (A times Bt transposed) */
+static __device__ __forceinline__ void rows_dot_rows(float (&s)[RPT], const tile_t &A, const tile_t &Bt)
+{
+    const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+#pragma unroll 8
+    for (int x = 0; x < TS; x++) {
+        float y = Bt[tx][x];
+#pragma unroll
+        for (int u = 0; u < RPT; u++) s[u] += A[ty + 8 * u][x] * y;
+    }
+}
+
+/* s[u] += sum over x of A[ty + 8u][x] * B[x][tx]  (A times B) */
+static __device__ __forceinline__ void rows_dot_cols(float (&s)[RPT], const tile_t &A, const tile_t &B)
+{
+    const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+#pragma unroll 8
+    for (int x = 0; x < TS; x++) {
+        float y = B[x][tx];
+#pragma unroll
+        for (int u = 0; u < RPT; u++) s[u] += A[ty + 8 * u][x] * y;
+    }
+}
+
 /* the sum of v over the 32 lanes of a warp, in every lane (a fixed butterfly order) */
 static __device__ __forceinline__ float warp_sum(float v)
 {

@@ -13,7 +13,7 @@ local V, T = 16, 32
 
 task = pf.tasks.induction { vocab = V, seq = T, seed = 1 }   -- globals: the prompt can use them
 m = pf.model { vocab = V, dim = 32, seed = 1,
-  layers = { pf.attention { heads = 2 }, pf.mlp {}, pf.attention { heads = 2 }, pf.mlp {} } }
+  layers = { pf.attention { heads = 2, tile = 8 }, pf.mlp {}, pf.attention { heads = 2, tile = 8 }, pf.mlp {} } }
 
 print("postformer " .. pf.version .. ": the tour")
 print()

@@ -418,35 +418,21 @@ static int check_tokens(const pf_model *m, const int32_t *tokens, size_t n, cons
     return 0;
 }
 
-/* Name the first block whose output is not finite (NaN or inf). */
-static int blame_non_finite(pf_model *m, int rows, const char *when)
+/* Name the first block whose output is not finite (NaN or inf), from the residual streams kept in
+ * `stream`: the embedding's (rows, C), then each block's after it (the forward's m->x, or a step's
+ * m->sx with rows = 1). */
+static int blame_non_finite(pf_model *m, const float *stream, int rows, const char *when)
 {
-    size_t C = (size_t)m->cfg.dim;
+    size_t RC = (size_t)rows * m->cfg.dim;
     const pf_backend *be = m->be;
     PF_TRY(be->sync()); /* a device fault reads as NaN: report the fault, not a layer */
-    if (!isfinite(be->sumsq(m->x, (size_t)rows * C)))
+    if (!isfinite(be->sumsq(stream, RC)))
         return pf_error("the embedding produced a non-finite value in %s", when);
-    for (int i = 0; i < m->n_blocks; i++) {
-        double s = be->sumsq(m->x + (size_t)(i + 1) * rows * C, (size_t)rows * C);
-        if (!isfinite(s))
+    for (int i = 0; i < m->n_blocks; i++)
+        if (!isfinite(be->sumsq(stream + (size_t)(i + 1) * RC, RC)))
             return pf_error("layer %d (%s) produced a non-finite value (NaN or inf) in %s", i + 1,
                             m->blocks[i].layer->kind->name, when);
-    }
     return pf_error("the final norm or head produced a non-finite value in %s", when);
-}
-
-/* The same for a step, from the residual streams the step kept (m->sx); the layer's state now holds
- * the value too, so later steps fail as well until a reset. */
-static int blame_step_non_finite(pf_model *m)
-{
-    size_t C = (size_t)m->cfg.dim;
-    if (!isfinite(m->be->sumsq(m->sx, C)))
-        return pf_error("the embedding produced a non-finite value in step at position %d", m->position + 1);
-    for (int i = 0; i < m->n_blocks; i++)
-        if (!isfinite(m->be->sumsq(m->sx + (size_t)(i + 1) * C, C)))
-            return pf_error("layer %d (%s) produced a non-finite value (NaN or inf) in step at position %d",
-                            i + 1, m->blocks[i].layer->kind->name, m->position + 1);
-    return pf_error("the final norm or head produced a non-finite value in step at position %d", m->position + 1);
 }
 
 /* Embedding, blocks, final norm, head over m->tokens; logits left in m->logits. */
@@ -517,7 +503,7 @@ int pf_model_forward(pf_model *m, const int32_t *tokens, int B, int T, pf_tensor
     for (size_t i = 0; i < pf_tensor_numel(out); i++)
         if (!isfinite(out->data[i])) {
             pf_tensor_free(out);
-            return blame_non_finite(m, (int)rows, "forward");
+            return blame_non_finite(m, m->x, (int)rows, "forward");
         }
     *logits = out;
     return 0;
@@ -563,7 +549,10 @@ int pf_model_step(pf_model *m, int token, pf_tensor **logits)
     for (int v = 0; v < V; v++)
         if (!isfinite(out->data[v])) {
             pf_tensor_free(out);
-            return blame_step_non_finite(m);
+            /* the layers' states now hold the value too: later steps fail as well until a reset */
+            char when[48];
+            snprintf(when, sizeof when, "step at position %d", m->position + 1);
+            return blame_non_finite(m, m->sx, 1, when);
         }
     m->position++;
     *logits = out;
@@ -648,7 +637,7 @@ int pf_model_evaluate(pf_model *m, const int32_t *inputs, const int32_t *targets
     PF_TRY(upload_batch(m, inputs, targets, mask, B, T));
     PF_TRY(forward(m, B, T, 0));
     PF_TRY(score(m, B * T, 0, loss, accuracy, &w));
-    if (!isfinite(*loss)) return blame_non_finite(m, B * T, "evaluation");
+    if (!isfinite(*loss)) return blame_non_finite(m, m->x, B * T, "evaluation");
     return 0;
 }
 
@@ -678,7 +667,7 @@ int pf_model_train_step(pf_model *m, const int32_t *inputs, const int32_t *targe
     PF_TRY(upload_batch(m, inputs, targets, mask, B, T));
     PF_TRY(forward(m, B, T, 1));
     PF_TRY(score(m, rows, 1, &loss, &acc, &w));
-    if (!isfinite(loss)) return blame_non_finite(m, rows, "training");
+    if (!isfinite(loss)) return blame_non_finite(m, m->x, rows, "training");
     double aux = 0;
     for (int i = 0; i < m->n_blocks; i++) aux += m->blocks[i].layer->aux_loss;
 

@@ -178,9 +178,9 @@ bench: bench-deps
 
 # cpu against cuda, kernel by kernel and on a small model; "skipped: no GPU" where there is none
 GPU_TEST := $(BUILD)/tests/gpu/test_parity
-$(GPU_TEST): $(BUILD)/obj/tests/gpu/test_parity.o $(LIB)
+$(GPU_TEST): $(BUILD)/obj/tests/gpu/test_parity.o $(BUILD)/obj/tests/c/learn_mqar.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(LDLIBS)
 
 test-gpu: $(GPU_TEST)
 	$(GPU_TEST)

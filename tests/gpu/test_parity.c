@@ -20,8 +20,8 @@
 #include "engine/layers/mamba.h" /* SSM_CHUNK: the scan bench runs the layer's chunk */
 #include "engine/model.h"
 #include "engine/rng.h"
-#include "engine/tasks.h"
 #include "kernels/kernels.h"
+#include "tests/c/learn_mqar.h"
 
 #define TOL 1e-4
 
@@ -1759,48 +1759,8 @@ static void bench(void)
 
 /* ---- learning: the same training on both devices ---------------------------------------------- */
 
-/* The training of tests/c/test_learning.c (two attention layers of width 64, MQAR seq 64 with 8
- * pairs, 2000 steps of 32, lr 3e-3, seed 1) on the cpu and on cuda: both reach the same accuracy on
- * the same 512 fresh sequences, within noise (0.02). */
-static double learn_mqar(const pf_backend *be, double *loss)
-{
-    enum { V = 64, T = 64, PAIRS = 8, B = 32, STEPS = 2000, EVAL = 16 };
-    pf_model_config cfg = {.vocab = V, .dim = 64, .seed = 1, .be = be};
-    pf_model *m = pf_model_new(&cfg);
-    pf_task *task = pf_task_mqar(V, T, PAIRS);
-    const pf_layer_kind *attention = pf_layer_kind_find("attention");
-    double acc_sum = -1;
-    if (!m || !task || pf_model_add_layer(m, attention, NULL, -1) < 0 ||
-        pf_model_add_layer(m, attention, NULL, -1) < 0 || pf_model_build(m) < 0)
-        goto done;
-    static int32_t in[B * T], tg[B * T];
-    static float mask[B * T];
-    pf_rng r;
-    pf_rng_seed(&r, 1);
-    pf_train_config tc;
-    pf_train_config_default(&tc);
-    tc.lr = 3e-3f, tc.total_steps = STEPS, tc.warmup = STEPS / 10;
-    pf_train_stats st = {0};
-    for (int s = 0; s < STEPS; s++)
-        if (pf_task_batch(task, &r, B, in, tg, mask) < 0 || pf_model_train_step(m, in, tg, mask, B, T, &tc, &st) < 0)
-            goto done;
-    *loss = st.loss;
-    acc_sum = 0;
-    for (int e = 0; e < EVAL; e++) {
-        double l, a;
-        if (pf_task_batch(task, &r, B, in, tg, mask) < 0 || pf_model_evaluate(m, in, tg, mask, B, T, &l, &a) < 0) {
-            acc_sum = -EVAL;
-            break;
-        }
-        acc_sum += a;
-    }
-    acc_sum /= EVAL;
-done:
-    pf_task_free(task);
-    pf_model_free(m);
-    return acc_sum;
-}
-
+/* The training of tests/c/test_learning.c (tests/c/learn_mqar.c) on the cpu and on cuda: both reach
+ * the same accuracy on the same 512 fresh sequences, within noise (0.02). */
 static void test_learning(void)
 {
     double lc = 0, lg = 0, ac = learn_mqar(C, &lc), ag = learn_mqar(G, &lg);
